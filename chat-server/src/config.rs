@@ -1,0 +1,117 @@
+//! Command-line flags (each with an environment fallback) and the room config they produce.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chat_core::{RateLimit, RoomConfig};
+use clap::Parser;
+
+/// WebSocket chat server: serves a browser client on `/` and chat rooms on `/chat/{room}`.
+///
+/// Every flag can also be set through the environment variable shown with it.
+/// Log verbosity comes from `RUST_LOG` (e.g. `RUST_LOG=chat_server=debug`).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "chat-server", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on. Use 0.0.0.0 or :: to accept connections from other machines.
+    #[arg(long, env = "CHAT_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// TCP port to listen on; 0 picks a free one (printed at start-up).
+    #[arg(long, env = "CHAT_PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Behave exactly like the tutorial's server: no welcome, join notices, commands or
+    /// history; members receive only "NICK: TEXT" and " .... NICK has left." lines.
+    #[arg(long, env = "CHAT_SEED_COMPAT")]
+    pub seed_compat: bool,
+
+    /// Most WebSocket connections at once; upgrades beyond it get HTTP 503.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Largest WebSocket message or frame accepted, in bytes; larger ones close the
+    /// connection with 1009.
+    #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest chat message, in bytes; longer text gets an error line (the connection stays).
+    #[arg(long, env = "CHAT_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+
+    /// Most members in one room; joins beyond it are refused (close 1013).
+    #[arg(long, env = "CHAT_MAX_ROOM_MEMBERS", default_value_t = 10_000)]
+    pub max_room_members: usize,
+
+    /// Broadcast events each room keeps for joiners and resumes (0 disables history).
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = 100)]
+    pub history: usize,
+
+    /// Messages a member may send back to back before the rate limit applies.
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+
+    /// Sustained messages per second per member; 0 turns rate limiting off.
+    #[arg(long, env = "CHAT_RATE_PER_SECOND", default_value_t = 10)]
+    pub rate_per_second: u32,
+
+    /// Outbound frames queued per connection; a client that falls this far behind is
+    /// disconnected with 1008 ("too slow") instead of being buffered without bound.
+    #[arg(long, env = "CHAT_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Time a client has to send its complete HTTP request (upgrade included).
+    #[arg(long, env = "CHAT_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// How often the server pings each client.
+    #[arg(long, env = "CHAT_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A client silent (no frame, not even a pong) for this long is closed with 1001.
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value = "75s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Accept WebSocket upgrades only from pages of these origins (repeat the flag or
+    /// separate with commas, e.g. https://chat.example.com). Unset: any origin. Requests
+    /// without an Origin header (non-browser clients) are always accepted.
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// How long shutdown waits for clients to acknowledge the 1001 close.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The defaults on an ephemeral port, as if only `--port 0` were given (environment
+    /// fallbacks still apply). Handy for tests and embedding.
+    pub fn defaults() -> Config {
+        Config::parse_from(["chat-server", "--port", "0"])
+    }
+
+    /// The configuration every room is created with.
+    pub fn room_config(&self) -> RoomConfig {
+        let base = if self.seed_compat {
+            RoomConfig::seed()
+        } else {
+            RoomConfig {
+                history: self.history,
+                ..RoomConfig::default()
+            }
+        };
+        RoomConfig {
+            max_message_bytes: self.max_message_bytes,
+            max_members: self.max_room_members,
+            rate_limit: (self.rate_per_second > 0).then_some(RateLimit {
+                burst: self.rate_burst,
+                per_second: self.rate_per_second,
+            }),
+            ..base
+        }
+    }
+}

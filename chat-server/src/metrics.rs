@@ -1,0 +1,75 @@
+//! Server counters, exposed on `GET /metrics` in the Prometheus text format.
+
+use prometheus_client::encoding::{text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why a WebSocket handshake was turned away.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// `max_connections`, `origin`, `bad_request` or `version`.
+    pub reason: &'static str,
+}
+
+/// Every counter the server keeps. Cheap to update from any task (atomics).
+#[derive(Default)]
+pub struct Metrics {
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Rooms with at least one member.
+    pub rooms: Gauge,
+    /// Text frames received from clients.
+    pub messages_in: Counter,
+    /// Frames queued to clients (one per recipient).
+    pub messages_out: Counter,
+    /// Clients closed with 1008 because their outbound queue was full.
+    pub slow_consumer_disconnects: Counter,
+    /// Upgrade requests refused before the handshake, by reason.
+    pub rejected_handshakes: Family<RejectLabels, Counter>,
+}
+
+impl Metrics {
+    /// Counts a refused handshake.
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected_handshakes
+            .get_or_create(&RejectLabels { reason })
+            .inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("chat");
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            self.connections.clone(),
+        );
+        registry.register("rooms", "Rooms with members", self.rooms.clone());
+        registry.register(
+            "messages_in",
+            "Text frames received from clients",
+            self.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Frames queued to clients, one per recipient",
+            self.messages_out.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Clients closed with 1008 because they fell behind",
+            self.slow_consumer_disconnects.clone(),
+        );
+        registry.register(
+            "rejected_handshakes",
+            "WebSocket upgrades refused before the handshake",
+            self.rejected_handshakes.clone(),
+        );
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = text::encode(&mut out, &registry);
+        out
+    }
+}

@@ -1,0 +1,154 @@
+//! The listener: accepts TCP connections, serves HTTP on each (hyper), and shuts down
+//! gracefully. It owns no chat semantics.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::http;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+
+/// State shared by every connection task.
+pub struct Shared {
+    /// The flags the server was started with.
+    pub config: Config,
+    /// The rooms.
+    pub hub: Hub,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down; every connection holds a child token.
+    pub shutdown: CancellationToken,
+    /// Every spawned task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// One permit per WebSocket connection (`--max-connections`).
+    pub slots: Arc<Semaphore>,
+    /// Source of connection ids.
+    pub next_conn: AtomicU64,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Stops a running server from another task (what Ctrl-C / SIGTERM do in the binary).
+#[derive(Clone)]
+pub struct ShutdownHandle(CancellationToken);
+
+impl ShutdownHandle {
+    /// Starts a graceful shutdown: stop accepting, close every client with 1001.
+    pub fn shutdown(&self) {
+        self.0.cancel();
+    }
+}
+
+impl Server {
+    /// Binds the listening socket (`--bind`, `--port`; port 0 picks a free one).
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind((config.bind, config.port)).await?;
+        let metrics = Arc::new(Metrics::default());
+        let shared = Arc::new(Shared {
+            hub: Hub::new(config.room_config(), metrics.clone()),
+            slots: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            config,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+        });
+        Ok(Server { listener, shared })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A handle that shuts the server down.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shared.shutdown.clone())
+    }
+
+    /// Serves until shut down, then closes every client with 1001 and waits (at most
+    /// `--shutdown-grace`) for the connections to finish.
+    pub async fn run(self) -> io::Result<()> {
+        let Server { listener, shared } = self;
+        let router = http::router(shared.clone());
+        loop {
+            let accepted = tokio::select! {
+                () = shared.shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let service = TowerToHyperService::new(router.clone());
+                    let shared = shared.clone();
+                    shared
+                        .tracker
+                        .clone()
+                        .spawn(serve_http(stream, peer, service, shared));
+                }
+                Err(err) => {
+                    // Out of file descriptors or a transient error: back off instead of
+                    // spinning; the listener keeps working once resources return.
+                    tracing::warn!(%err, "accept failed; retrying shortly");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(listener);
+        tracing::info!("shutting down: closing every connection with 1001");
+        shared.tracker.close();
+        let grace = shared.config.shutdown_grace;
+        if tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace; exiting anyway");
+        }
+        Ok(())
+    }
+}
+
+/// One TCP connection: HTTP/1 until (maybe) a WebSocket upgrade takes it over.
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: TowerToHyperService<axum::Router>,
+    shared: Arc<Shared>,
+) {
+    // Small frames (chat lines) must not wait for Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.handshake_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(%peer, %err, "http connection ended with an error");
+    }
+}
