@@ -183,19 +183,20 @@ fn full_scenario(seed: u64) -> Shell {
     shell
 }
 
-/// The tutorial's behaviour (`RoomConfig::seed()`): random nicks, `NICK: TEXT` lines, leave
-/// notices and error lines only; no commands, so `/nick` is just text.
+/// The tutorial's own scenario (as in `tests/seed_transcript.rs`) with `RoomConfig::seed()`:
+/// random nicks, silent joins, `NICK: TEXT` to everyone, a leave notice to those who remain.
+/// There are no commands, so `/who` and `/nick` are plain text.
 fn seed_scenario(seed: u64) -> Shell {
     let mut shell = Shell::new(RoomConfig::seed(), seed, &["ann", "ben", "cat"]);
     shell.join("ann", None);
     shell.join("ben", None);
-    shell.say("ann", "hello?");
     shell.join("cat", None);
-    shell.say("ben", "hi! /nick ben does nothing here");
-    shell.say("cat", "   ");
-    shell.say("cat", "bell\u{7}");
-    shell.leave("ben");
-    shell.say("ann", "bye ben");
+    shell.say("ann", "hello everyone");
+    shell.say("ben", "hi! /who is here?");
+    shell.say("cat", "/nick not-a-command here");
+    shell.say("ann", "bye");
+    shell.leave("ann");
+    shell.say("ben", "see you, \u{1F44B}");
     shell
 }
 
