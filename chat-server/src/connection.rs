@@ -14,6 +14,7 @@ use chat_core::ConnId;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -30,6 +31,9 @@ const WRITE_BATCH: usize = 256;
 
 /// How long a closing connection waits for the client's close reply or for a stuck write.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a closed connection keeps draining the client's input before it is dropped.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// The read buffer of each connection. Small, because most connections are idle most of the
 /// time and tungstenite zero-fills it before each read.
@@ -85,7 +89,7 @@ pub struct Handshake {
 pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(16 * 1024)
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(max_frame_bytes))
         .max_frame_size(Some(max_frame_bytes))
@@ -114,7 +118,7 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
     let last_seen = AtomicU64::new(0);
     let started = Instant::now();
     let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (sink, mut stream) = ws.split();
+    let (mut sink, mut stream) = ws.split();
 
     let reader = async {
         let Some(room) = room.as_ref() else { return };
@@ -148,9 +152,24 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
         control.token.cancel();
     };
 
-    let writer = write_loop(sink, rx, &control, &shared, &last_seen, &elapsed_ms);
+    let writer = write_loop(&mut sink, rx, &control, &shared, &last_seen, &elapsed_ms);
     tokio::join!(reader, writer);
+    if let Ok(mut ws) = stream.reunite(sink) {
+        linger(ws.get_mut()).await;
+    }
     tracing::debug!(?conn, "disconnected");
+}
+
+/// Ends the TCP connection politely: send FIN, then read and discard until the client closes
+/// too (bounded). Dropping a socket with unread input makes the kernel send a reset, and the
+/// client would lose the close frame (e.g. 1009 while an oversized frame is still arriving).
+async fn linger(io: &mut TokioIo<Upgraded>) {
+    let drain = async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 1024];
+        while let Ok(1..) = io.read(&mut buf).await {}
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Resolves [`CLOSE_WAIT`] after the connection started closing.
@@ -174,7 +193,7 @@ type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, 
 /// Drains the queue (every waiting frame fed, then one flush), pings, detects idle clients,
 /// and finally sends the close frame.
 async fn write_loop(
-    mut sink: Sink,
+    sink: &mut Sink,
     mut rx: mpsc::Receiver<Message>,
     control: &Control,
     shared: &Shared,
