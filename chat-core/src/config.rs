@@ -25,7 +25,10 @@ pub struct RoomConfig {
 
 /// A token bucket: a member may send `burst` messages at once, refilled at `per_second`.
 ///
-/// Arithmetic is exact (integer milli-tokens), so a room stays deterministic.
+/// Every line a member sends costs a token, whether it is accepted or refused (answering bad
+/// input costs work too, so a flood of it is limited like any other). Arithmetic is exact
+/// (integer milli-tokens), so a room stays deterministic. A member's bucket starts full when
+/// it joins; limiting reconnect floods is the shell's job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
     /// Bucket capacity: how many messages may be sent back to back.
