@@ -28,12 +28,15 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Signal listeners exist before the address is printed, so a signal sent as soon as the
+    // line appears shuts down gracefully instead of killing the process.
+    let signals = wait_for_signal();
     // The first stdout line is the address: scripts and tests read the port from it.
     println!("listening on http://{addr}");
 
     let handle = server.shutdown_handle();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.await;
         tracing::info!("signal received");
         handle.shutdown();
     });
@@ -46,26 +49,31 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers SIGINT and SIGTERM handlers now; the returned future resolves on either.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -14,7 +14,6 @@ pub struct RejectLabels {
 }
 
 /// Every counter the server keeps. Cheap to update from any task (atomics).
-#[derive(Default)]
 pub struct Metrics {
     /// Open WebSocket connections.
     pub connections: Gauge,
@@ -28,6 +27,28 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Upgrade requests refused before the handshake, by reason.
     pub rejected_handshakes: Family<RejectLabels, Counter>,
+}
+
+/// Every reason a handshake can be refused for, exported as 0 from the start.
+const REJECT_REASONS: [&str; 4] = ["max_connections", "origin", "bad_request", "version"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            connections: Gauge::default(),
+            rooms: Gauge::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            slow_consumer_disconnects: Counter::default(),
+            rejected_handshakes: Family::default(),
+        };
+        for reason in REJECT_REASONS {
+            let _ = metrics
+                .rejected_handshakes
+                .get_or_create(&RejectLabels { reason });
+        }
+        metrics
+    }
 }
 
 impl Metrics {
