@@ -2,7 +2,6 @@
 
 use std::borrow::Borrow;
 use std::fmt;
-use std::sync::Arc;
 
 /// Longest valid nickname, in bytes (nicknames are ASCII).
 pub const MAX_NICK_LEN: usize = 32;
@@ -12,55 +11,101 @@ pub const RANDOM_NICK_SPACE: u32 = 100_000;
 
 /// A member's nickname: 1-32 of `[A-Za-z0-9_-]`, unique in its room ignoring ASCII case.
 ///
-/// Cheap to clone (shared); every event that names a member shares the same allocation.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Nick(Arc<str>);
+/// Stored inline (no heap, `Copy`): every event that names a member carries its own copy, so
+/// delivering or replaying an event touches no shared counter.
+#[derive(Clone, Copy)]
+pub struct Nick {
+    len: u8,
+    bytes: [u8; MAX_NICK_LEN],
+}
 
 impl Nick {
     /// Checks `name` against the nickname rules.
     pub fn parse(name: &str) -> Option<Nick> {
-        is_valid(name).then(|| Nick(Arc::from(name)))
+        if !is_valid(name) {
+            return None;
+        }
+        let mut bytes = [0; MAX_NICK_LEN];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Some(Nick {
+            // `is_valid` bounds the length by 32.
+            len: name.len() as u8,
+            bytes,
+        })
     }
 
     /// The nickname as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (`parse` checks it), so this cannot fail.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// The key that uniqueness is judged by: the nickname in ASCII lower case.
     pub(crate) fn key(&self) -> NickKey {
-        NickKey::of(&self.0)
+        NickKey::of(self.as_str())
     }
 }
 
 impl std::ops::Deref for Nick {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Nick {
     fn as_ref(&self) -> &str {
-        &self.0
+        self.as_str()
     }
 }
 
 impl fmt::Display for Nick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Nick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq for Nick {
+    fn eq(&self, other: &Nick) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Nick {}
+
+impl PartialOrd for Nick {
+    fn partial_cmp(&self, other: &Nick) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Nick {
+    fn cmp(&self, other: &Nick) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for Nick {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
 impl PartialEq<str> for Nick {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Nick {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.as_str() == *other
     }
 }
 

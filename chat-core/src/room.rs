@@ -208,7 +208,7 @@ impl Room {
         self.members.insert(
             conn,
             Member {
-                nick: nick.clone(),
+                nick,
                 bucket: TokenBucket::full(self.config.rate_limit, now_ms),
             },
         );
@@ -217,13 +217,13 @@ impl Room {
             let members: Arc<[Nick]> = self
                 .members()
                 .take(WELCOME_LIST_MAX)
-                .map(|(_, n)| n.clone())
+                .map(|(_, n)| *n)
                 .collect();
             self.reply(
                 conn,
                 Body::Welcome {
                     conn,
-                    nick: nick.clone(),
+                    nick,
                     members,
                     member_count: self.members.len(),
                     commands: self.config.commands,
@@ -297,7 +297,7 @@ impl Room {
         if text.trim().is_empty() {
             return self.refuse(conn, Error::EmptyMessage, None);
         }
-        let from = member.nick.clone();
+        let from = member.nick;
 
         let text = match text.strip_prefix('/') {
             Some(rest) if self.config.commands && !rest.starts_with('/') => {
@@ -335,7 +335,7 @@ impl Room {
         } else if name.eq_ignore_ascii_case("nick") {
             self.rename(conn, from, args)
         } else if name.eq_ignore_ascii_case("who") {
-            let members = self.members().map(|(_, n)| n.clone()).collect();
+            let members = self.members().map(|(_, n)| *n).collect();
             self.reply(conn, Body::Who { members });
             Ok(())
         } else if name.eq_ignore_ascii_case("help") {
@@ -374,7 +374,7 @@ impl Room {
         self.remove_nick(&old);
         self.insert_nick(&new, conn);
         if let Some(member) = self.members.get_mut(&conn) {
-            member.nick = new.clone();
+            member.nick = new;
         }
         self.broadcast(Audience::Everyone, Body::Nick { conn, old, new });
         Ok(())
