@@ -27,6 +27,8 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Upgrade requests refused before the handshake, by reason.
     pub rejected_handshakes: Family<RejectLabels, Counter>,
+    /// The same metrics, registered once for encoding (they share their atomics).
+    registry: Registry,
 }
 
 /// Every reason a handshake can be refused for, exported as 0 from the start.
@@ -34,19 +36,21 @@ const REJECT_REASONS: [&str; 4] = ["max_connections", "origin", "bad_request", "
 
 impl Default for Metrics {
     fn default() -> Self {
-        let metrics = Metrics {
+        let mut metrics = Metrics {
             connections: Gauge::default(),
             rooms: Gauge::default(),
             messages_in: Counter::default(),
             messages_out: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             rejected_handshakes: Family::default(),
+            registry: Registry::with_prefix("chat"),
         };
         for reason in REJECT_REASONS {
             let _ = metrics
                 .rejected_handshakes
                 .get_or_create(&RejectLabels { reason });
         }
+        metrics.register();
         metrics
     }
 }
@@ -59,9 +63,9 @@ impl Metrics {
             .inc();
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut registry = Registry::with_prefix("chat");
+    /// Registers every metric (clones share their values) with the registry, once.
+    fn register(&mut self) {
+        let registry = &mut self.registry;
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -88,9 +92,13 @@ impl Metrics {
             "WebSocket upgrades refused before the handshake",
             self.rejected_handshakes.clone(),
         );
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = text::encode(&mut out, &registry);
+        let _ = text::encode(&mut out, &self.registry);
         out
     }
 }
