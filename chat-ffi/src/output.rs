@@ -221,6 +221,9 @@ pub extern "C" fn chat_room_output_member(
         let Some(room) = (unsafe { room.as_ref() }) else {
             return chat_status::NullParameter;
         };
+        if out.is_null() {
+            return chat_status::NullParameter;
+        }
         let Some(members) = room.current.as_ref().and_then(Output::members) else {
             return chat_status::NoOutput;
         };

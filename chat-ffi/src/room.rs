@@ -309,6 +309,9 @@ pub extern "C" fn chat_room_conn_of(
         let room = tri!(unsafe { room_ref(room) });
         // SAFETY: the caller promises `nick_len` readable bytes at `nick`.
         let nick = tri!(unsafe { text(nick, nick_len) });
+        if out_conn.is_null() {
+            return chat_status::NullParameter;
+        }
         let Some(conn) = room.room.conn_of(nick) else {
             return chat_status::UnknownConn;
         };

@@ -50,7 +50,9 @@ pub fn repo_root() -> PathBuf {
 /// The directory holding the `libchat_ffi.{a,so}` cargo built for this test run.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("test binaries live in target/<profile>/deps");
+    let deps = exe
+        .parent()
+        .expect("test binaries live in target/<profile>/deps");
     for lib in ["libchat_ffi.a", "libchat_ffi.so"] {
         assert!(
             deps.join(lib).exists(),
