@@ -150,7 +150,7 @@ fn room_new_validates_config_and_out() {
         chat_room_new(&config, 1, ptr::null_mut()),
         chat_status::NullParameter
     );
-    let sentinel = 0x1 as *mut chat_room;
+    let sentinel = ptr::dangling_mut::<chat_room>();
     for bad in [
         chat_config {
             max_message_bytes: 0,

@@ -38,3 +38,27 @@ fn demo_linked_dynamically() {
 fn demo_under_address_and_undefined_behaviour_sanitizers() {
     run_demo(Link::Sanitized);
 }
+
+/// The README's minimal program compiles cleanly and prints what README says.
+#[test]
+fn readme_minimal_program() {
+    for link in Link::ALL {
+        let exe = compile("examples/c/minimal.c", link);
+        let out = command(&exe, link).output().expect("run minimal");
+        assert!(
+            out.status.success(),
+            "minimal ({link:?}) failed with {}:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines.first(), Some(&"to only 1:  .... you are alice; nobody else is here yet. Type /help for commands."));
+        assert_eq!(
+            lines.last(),
+            Some(&"to everyone 0: alice: hello"),
+            "{stdout}"
+        );
+        assert_eq!(lines.len(), 6, "{stdout}");
+    }
+}
