@@ -16,6 +16,9 @@
 // The exported functions are called from C, where `unsafe fn` means nothing; their pointer
 // contracts are in the header, and every dereference is checked for NULL first.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
+// Every `unsafe` block says why it is sound; clippy enforces it.
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs)]
 
 mod boundary;
 mod output;
