@@ -1,0 +1,208 @@
+//! `chat-loadgen`: opens many WebSocket clients against a chat server that speaks the
+//! tutorial's text protocol (every message comes back to everyone in the room as
+//! `NICK: TEXT`), makes some of them send, and checks everything everyone receives.
+//!
+//! Each load message carries its sender, sequence number and send time, so every receiver
+//! measures latency and counts lost, duplicated and out-of-order deliveries. Results go to
+//! stdout as one JSON object; progress goes to stderr.
+//!
+//! Modes: `closed` (each sender keeps `--window` of its own messages in flight: sustained
+//! throughput), `rate` (a fixed total of `--rate` messages per second: latency), `idle` (open,
+//! join, hold `--hold` seconds: memory per connection). `--procs P` splits the clients over
+//! P worker processes (each process may open only so many files).
+
+mod client;
+mod report;
+mod worker;
+
+use clap::{Parser, ValueEnum};
+use report::{Report, WorkerReport};
+use std::process::ExitCode;
+
+/// Load modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each sender keeps `--window` of its own messages in flight.
+    Closed,
+    /// `--rate` messages per second in total, spread over the senders.
+    Rate,
+    /// No messages: connect, join, hold for `--hold` seconds.
+    Idle,
+}
+
+/// Command line.
+#[derive(Parser, Clone, Debug)]
+#[command(
+    version,
+    about = "Load generator for the chat server (and any server with its wire semantics)"
+)]
+pub struct Args {
+    /// Server base URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    pub url: String,
+    /// Request path per room; `{room}` is replaced by the room number.
+    #[arg(long, default_value = "/chat/r{room}")]
+    pub path: String,
+    /// Clients in total; client i joins room i % rooms.
+    #[arg(long, default_value_t = 100)]
+    pub clients: usize,
+    /// Rooms.
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Senders in total (clients 0..senders, so spread over the rooms).
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Messages per sender.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Load mode.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub mode: Mode,
+    /// Closed loop: own messages each sender keeps in flight.
+    #[arg(long, default_value_t = 8)]
+    pub window: u64,
+    /// Fixed rate: messages per second, all senders together.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Idle: seconds to hold the connections open.
+    #[arg(long, default_value_t = 10.0)]
+    pub hold: f64,
+    /// Extra payload bytes per message (the header is about 25 bytes).
+    #[arg(long, default_value_t = 0)]
+    pub size: usize,
+    /// New connections per second while ramping up (all processes together).
+    #[arg(long, default_value_t = 4000.0)]
+    pub connect_rate: f64,
+    /// Handshakes in flight at once, per process.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
+    /// Seconds a connection attempt may take.
+    #[arg(long, default_value_t = 10.0)]
+    pub connect_timeout: f64,
+    /// Seconds without any delivery after which the run ends (and what is missing is lost).
+    #[arg(long, default_value_t = 5.0)]
+    pub drain_timeout: f64,
+    /// Worker processes to spread the clients over.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// A label copied into the JSON output.
+    #[arg(long, default_value = "")]
+    pub label: String,
+    /// Internal: run as worker K of --procs, driven over stdin/stdout.
+    #[arg(long, hide = true)]
+    pub worker: Option<usize>,
+}
+
+impl Args {
+    fn check(&self) -> Result<(), String> {
+        if self.clients == 0 || self.rooms == 0 || self.procs == 0 {
+            return Err("--clients, --rooms and --procs must be at least 1".into());
+        }
+        if self.rooms > self.clients {
+            return Err("--rooms cannot exceed --clients".into());
+        }
+        if self.senders > self.clients {
+            return Err("--senders cannot exceed --clients".into());
+        }
+        if self.mode == Mode::Closed && self.window == 0 {
+            return Err("--window must be at least 1".into());
+        }
+        if self.mode == Mode::Rate && !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err("--rate must be a positive number".into());
+        }
+        if !self.path.contains("{room}") && self.rooms > 1 {
+            return Err("--path needs {room} when there are several rooms".into());
+        }
+        Ok(())
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit; returns the new soft limit.
+fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Err(e) = args.check() {
+        eprintln!("chat-loadgen: {e}");
+        return ExitCode::from(2);
+    }
+    let nofile = raise_nofile_limit();
+    let per_proc = args.clients.div_ceil(args.procs) as u64;
+    if nofile != 0 && per_proc + 32 > nofile {
+        eprintln!(
+            "chat-loadgen: {per_proc} clients per process need more than the {nofile} open \
+             files allowed; use --procs {}",
+            (args.clients as u64).div_ceil(nofile.saturating_sub(32).max(1))
+        );
+        return ExitCode::from(2);
+    }
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+
+    let result: Result<Report, String> = match args.worker {
+        Some(k) => {
+            // A worker prints its own report for the parent and exits.
+            let report = runtime.block_on(worker::run(args.clone(), k, worker::Control::Pipe));
+            return match report {
+                Ok(r) => {
+                    println!(
+                        "R {}",
+                        serde_json::to_string(&r).expect("report serializes")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("chat-loadgen worker {k}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        None if args.procs == 1 => runtime
+            .block_on(worker::run(args.clone(), 0, worker::Control::Alone))
+            .map(|w: WorkerReport| Report::merge(&args, vec![w])),
+        None => runtime.block_on(worker::parent(args.clone())),
+    };
+    match result {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("report serializes")
+            );
+            if report.connect.failed > 0 {
+                eprintln!(
+                    "chat-loadgen: {} of {} connections failed",
+                    report.connect.failed, args.clients
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("chat-loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
