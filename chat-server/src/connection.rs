@@ -1,33 +1,39 @@
-//! One WebSocket connection after the handshake: a reader that feeds text frames to its room
-//! and a writer that drains the connection's bounded queue, pings, and closes with a reason.
+//! One WebSocket connection after the handshake: one loop that feeds text frames to its room,
+//! drains the connection's bounded queue to the socket, and closes with a reason.
 //!
-//! The reader and writer run as two futures in one task. Either side ending ends the other:
-//! the writer stops when [`Control::close`] is called (by the room, the reader, idle
-//! detection or shutdown) and sends the close frame; the reader then waits briefly for the
-//! client's close reply.
+//! The loop stops when [`Control::close`] is called (by the room, the hub's idle sweep, a
+//! read error) or the server shuts down; then it sends the close frame, waits briefly for
+//! the client's reply and lingers so the close is not lost to a reset.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use chat_core::ConnId;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 
-use crate::hub::{JoinRequest, Peer};
+use crate::hub::{JoinRequest, Peer, RoomCell};
+use crate::outbox::Outbox;
 use crate::server::Shared;
 use crate::wire::Format;
 
-/// Most queued frames a writer feeds before flushing once.
-const WRITE_BATCH: usize = 256;
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Most frames one `writev` carries.
+const WRITEV_SLICES: usize = 64;
 
 /// How long a closing connection waits for the client's close reply or for a stuck write.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -36,27 +42,50 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 const LINGER: Duration = Duration::from_secs(2);
 
 /// The read buffer of each connection. Small, because most connections are idle most of the
-/// time and tungstenite zero-fills it before each read.
-const READ_BUFFER: usize = 4 * 1024;
+/// time and clients send short lines; tungstenite grows it for a larger frame.
+const READ_BUFFER: usize = 128;
 
-/// Asks a connection to close, from anywhere. The first reason given wins.
+/// Asks a connection to close, from anywhere, and records when it was last heard from.
+/// The first reason given wins.
 pub struct Control {
     reason: OnceLock<(CloseCode, &'static str)>,
-    token: CancellationToken,
+    notify: Notify,
+    /// The hub clock (ms) of the last frame read from the client.
+    last_seen_ms: AtomicU64,
 }
 
 impl Control {
-    fn new(shutdown: &CancellationToken) -> Control {
+    fn new(now_ms: u64) -> Control {
         Control {
             reason: OnceLock::new(),
-            token: shutdown.child_token(),
+            notify: Notify::new(),
+            last_seen_ms: AtomicU64::new(now_ms),
         }
     }
 
     /// Closes the connection with `code` and `reason` (unless it is already closing).
     pub fn close(&self, code: CloseCode, reason: &'static str) {
         let _ = self.reason.set((code, reason));
-        self.token.cancel();
+        self.notify.notify_waiters();
+    }
+
+    /// When the client was last heard from (hub clock, ms).
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once [`close`](Self::close) was called.
+    async fn closing(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a close in between still wakes us.
+            notified.as_mut().enable();
+            if self.reason.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The close frame to send: the reason given, or 1001 when the server is shutting down.
@@ -96,14 +125,19 @@ pub fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
 }
 
 /// Runs an upgraded connection until it closes.
+///
+/// One loop owns the socket: it reads frames into the room, writes what the room queued
+/// (ready-made frames, many per `writev`; the hub's sweep queues pings too) and watches for
+/// close requests. Keeping it one future (no split halves, no second task, no timer of its
+/// own) keeps an idle connection small.
 pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Handshake) {
     let io = TokioIo::new(upgraded);
     let ws_config = ws_config(shared.config.max_frame_bytes);
-    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-    let (tx, rx) = mpsc::channel(shared.config.queue_capacity.max(1));
-    let control = Arc::new(Control::new(&shared.shutdown));
+    let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+    let outbox = Arc::new(Outbox::new(shared.config.queue_capacity));
+    let control = Arc::new(Control::new(shared.hub.now_ms()));
     let peer = Peer {
-        tx,
+        outbox: outbox.clone(),
         format: hs.format,
         control: control.clone(),
     };
@@ -114,50 +148,127 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
     };
     let room = shared.hub.join(conn, peer, request);
     tracing::debug!(?conn, room = %hs.room, format = ?hs.format, joined = room.is_some(), "connected");
+    // The room keeps its own copy of the name; free ours for the connection's lifetime.
+    drop(hs);
 
-    let last_seen = AtomicU64::new(0);
-    let started = Instant::now();
-    let elapsed_ms = || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (mut sink, mut stream) = ws.split();
-
-    let reader = async {
-        let Some(room) = room.as_ref() else { return };
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                () = closing_grace(&control) => break,
-            };
-            last_seen.store(elapsed_ms(), Ordering::Relaxed);
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    shared.metrics.messages_in.inc();
-                    shared.hub.message(room, conn, text.as_str());
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    control.close(CloseCode::Unsupported, "binary frames are not supported");
-                }
-                // Pings are answered by tungstenite; pongs and closes only count as activity
-                // (the close reply goes out on the next read).
-                Some(Ok(_)) => {}
-                Some(Err(err)) => {
-                    if let Some((code, reason)) = close_code_for(&err) {
-                        control.close(code, reason);
-                    }
-                    break;
-                }
-                None => break,
-            }
+    if let Some(room) = &room {
+        if let Err(err) = serve(&mut ws, &shared, room, conn, &outbox, &control).await {
+            tracing::debug!(?conn, %err, "connection failed");
         }
         shared.hub.leave(room, conn);
-        control.token.cancel();
-    };
-
-    let writer = write_loop(&mut sink, rx, &control, &shared, &last_seen, &elapsed_ms);
-    tokio::join!(reader, writer);
-    if let Ok(mut ws) = stream.reunite(sink) {
-        linger(ws.get_mut()).await;
     }
+    outbox.close();
+    // Boxed: the closing steps run once, so they should not widen every connection's future.
+    Box::pin(async {
+        close(&mut ws, &control).await;
+        linger(ws.get_mut()).await;
+    })
+    .await;
     tracing::debug!(?conn, "disconnected");
+}
+
+/// The connection's life as a member: returns when it should close (the reason, if the
+/// server chose it, is in `control`).
+async fn serve(
+    ws: &mut Ws,
+    shared: &Shared,
+    room: &RoomCell,
+    conn: ConnId,
+    outbox: &Outbox,
+    control: &Control,
+) -> Result<(), WsError> {
+    let mut batch = VecDeque::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = control.closing() => return Ok(()),
+            n = outbox.take_all(&mut batch) => {
+                if n == 0 {
+                    return Ok(());
+                }
+                tokio::select! {
+                    biased;
+                    () = control.closing() => return Ok(()),
+                    written = write_frames(ws, &mut batch) => written?,
+                }
+                // Free the batch's buffer: an idle connection should hold none.
+                batch = VecDeque::new();
+            }
+            next = ws.next() => {
+                control.last_seen_ms.store(shared.hub.now_ms(), Ordering::Relaxed);
+                match next {
+                    Some(Ok(Message::Text(text))) => {
+                        shared.metrics.messages_in.inc();
+                        shared.hub.message(room, conn, text.as_str());
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        control.close(CloseCode::Unsupported, "binary frames are not supported");
+                        return Ok(());
+                    }
+                    // Pings are answered by tungstenite; pongs count as activity; a close
+                    // is answered on the next read, which then ends the stream.
+                    Some(Ok(_)) => {}
+                    Some(Err(err)) => {
+                        if let Some((code, reason)) = close_code_for(&err) {
+                            control.close(code, reason);
+                            return Ok(());
+                        }
+                        return Err(err);
+                    }
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Writes ready-made frames straight to the socket, as many per `writev` as fit.
+///
+/// tungstenite's own buffer is flushed first, so its control frames (pongs) and ours never
+/// interleave mid-frame; nothing else writes to the socket meanwhile.
+async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Bytes>) -> Result<(), WsError> {
+    ws.flush().await?;
+    let io = ws.get_mut();
+    while !frames.is_empty() {
+        let written = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); WRITEV_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(frames.iter()) {
+                *slot = IoSlice::new(frame);
+                count += 1;
+            }
+            Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
+        if written == 0 {
+            return Err(WsError::Io(std::io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = written;
+        while left > 0 {
+            let Some(front) = frames.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                frames.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends the close frame (the reason in `control`, or 1001 at shutdown) unless the client
+/// already closed, then waits briefly for the client's close reply.
+async fn close(ws: &mut Ws, control: &Control) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if ws.send(Message::Close(Some(control.frame()))).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
 }
 
 /// Ends the TCP connection politely: send FIN, then read and discard until the client closes
@@ -166,16 +277,10 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
 async fn linger(io: &mut TokioIo<Upgraded>) {
     let drain = async {
         let _ = io.shutdown().await;
-        let mut buf = [0u8; 1024];
+        let mut buf = vec![0u8; 1024];
         while let Ok(1..) = io.read(&mut buf).await {}
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
-}
-
-/// Resolves [`CLOSE_WAIT`] after the connection started closing.
-async fn closing_grace(control: &Control) {
-    control.token.cancelled().await;
-    tokio::time::sleep(CLOSE_WAIT).await;
 }
 
 /// The close code for a read error, or `None` when the transport is simply gone.
@@ -186,65 +291,4 @@ fn close_code_for(err: &WsError) -> Option<(CloseCode, &'static str)> {
         WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
         _ => None,
     }
-}
-
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
-
-/// Drains the queue (every waiting frame fed, then one flush), pings, detects idle clients,
-/// and finally sends the close frame.
-async fn write_loop(
-    sink: &mut Sink,
-    mut rx: mpsc::Receiver<Message>,
-    control: &Control,
-    shared: &Shared,
-    last_seen: &AtomicU64,
-    elapsed_ms: &impl Fn() -> u64,
-) {
-    let ping_every = shared.config.ping_interval.max(Duration::from_millis(10));
-    let idle_ms = u64::try_from(shared.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::with_capacity(WRITE_BATCH.min(shared.config.queue_capacity.max(1)));
-    let result: Result<(), WsError> = async {
-        loop {
-            tokio::select! {
-                biased;
-                () = control.token.cancelled() => return Ok(()),
-                n = rx.recv_many(&mut batch, WRITE_BATCH) => {
-                    if n == 0 {
-                        return Ok(());
-                    }
-                    let write = async {
-                        for frame in batch.drain(..) {
-                            sink.feed(frame).await?;
-                        }
-                        sink.flush().await
-                    };
-                    tokio::select! {
-                        biased;
-                        () = control.token.cancelled() => return Ok(()),
-                        written = write => written?,
-                    }
-                    batch.clear();
-                }
-                _ = ping.tick() => {
-                    if elapsed_ms().saturating_sub(last_seen.load(Ordering::Relaxed)) > idle_ms {
-                        control.close(CloseCode::Away, "idle timeout");
-                        return Ok(());
-                    }
-                    tokio::select! {
-                        biased;
-                        () = control.token.cancelled() => return Ok(()),
-                        sent = sink.send(Message::Ping(Default::default())) => sent?,
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    if let Err(err) = result {
-        tracing::debug!(%err, "write failed");
-    }
-    let close = sink.send(Message::Close(Some(control.frame())));
-    let _ = tokio::time::timeout(CLOSE_WAIT, close).await;
 }

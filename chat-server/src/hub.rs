@@ -7,24 +7,25 @@
 //! rather than being buffered without bound or silently skipped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use chat_core::{Audience, ConnId, Error, Input, Room, RoomConfig};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::connection::Control;
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, PushError};
 use crate::wire::{Encoded, Format};
 
 /// The sending half of a connection, as the room sees it.
 pub struct Peer {
     /// Bounded outbound queue drained by the connection's writer.
-    pub tx: mpsc::Sender<Message>,
+    pub outbox: Arc<Outbox>,
     /// The connection's wire format.
     pub format: Format,
     /// Closes the connection with a code and reason.
@@ -41,12 +42,17 @@ pub struct JoinRequest<'a> {
     pub since: Option<u64>,
 }
 
+/// A ping frame with no payload (FIN, opcode 0x9, length 0).
+const PING_FRAME: &[u8] = &[0x89, 0x00];
+
 /// All rooms of this process.
 pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Arc<RoomCell>>>,
     config: RoomConfig,
     metrics: Arc<Metrics>,
     started: Instant,
+    /// Set at shutdown: every member is being closed, and late joiners are closed at once.
+    closing: AtomicBool,
 }
 
 /// One room and its members' queues.
@@ -70,11 +76,12 @@ impl Hub {
             config,
             metrics,
             started: Instant::now(),
+            closing: AtomicBool::new(false),
         }
     }
 
     /// The core's clock: milliseconds since the hub started (monotonic).
-    fn now_ms(&self) -> u64 {
+    pub fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
@@ -129,6 +136,10 @@ impl Hub {
                 return None;
             }
             drop(state);
+            // Checked after joining, so either this or `close_all` sees the other.
+            if self.closing.load(Ordering::SeqCst) {
+                control.close(CloseCode::Away, "server shutting down");
+            }
             return Some(cell);
         }
     }
@@ -154,6 +165,37 @@ impl Hub {
         self.drop_if_empty(cell);
     }
 
+    /// Shutdown: closes every member's connection with 1001, and any that joins later.
+    pub fn close_all(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
+        for cell in cells {
+            for peer in cell.state.lock().peers.values() {
+                peer.control.close(CloseCode::Away, "server shutting down");
+            }
+        }
+    }
+
+    /// Pings every member and closes those not heard from for more than `idle_ms`.
+    ///
+    /// One sweep over all rooms replaces a timer per connection (an idle connection then
+    /// costs no timer at all); the ping goes through the member's queue like any frame.
+    pub fn sweep(&self, idle_ms: u64) {
+        let now = self.now_ms();
+        let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
+        for cell in cells {
+            let state = cell.state.lock();
+            for peer in state.peers.values() {
+                if now.saturating_sub(peer.control.last_seen_ms()) > idle_ms {
+                    peer.control.close(CloseCode::Away, "idle timeout");
+                } else if peer.outbox.push(Bytes::from_static(PING_FRAME)) == Err(PushError::Full) {
+                    self.metrics.slow_consumer_disconnects.inc();
+                    peer.control.close(CloseCode::Policy, "too slow");
+                }
+            }
+        }
+    }
+
     /// Forgets a room once its last member is gone, so rooms never outnumber connections.
     fn drop_if_empty(&self, cell: &RoomCell) {
         let mut rooms = self.rooms.lock();
@@ -177,11 +219,11 @@ impl Hub {
             while let Some(out) = state.room.poll_output() {
                 let mut frames = Encoded::new(&out, room_name, time_ms);
                 let mut send = |conn: ConnId, peer: &Peer| {
-                    match peer.tx.try_send(frames.frame(peer.format)) {
+                    match peer.outbox.push(frames.frame(peer.format)) {
                         Ok(()) => delivered += 1,
-                        Err(mpsc::error::TrySendError::Full(_)) => slow.push(conn),
+                        Err(PushError::Full) => slow.push(conn),
                         // The connection is already closing; its leave is on the way.
-                        Err(mpsc::error::TrySendError::Closed(_)) => {}
+                        Err(PushError::Closed) => {}
                     }
                 };
                 match out.audience() {

@@ -20,6 +20,7 @@ mod connection;
 mod http;
 mod hub;
 mod metrics;
+mod outbox;
 mod server;
 mod wire;
 

@@ -27,7 +27,7 @@ pub struct Shared {
     pub hub: Hub,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
-    /// Cancelled when the server shuts down; every connection holds a child token.
+    /// Cancelled when the server shuts down; every connection watches it.
     pub shutdown: CancellationToken,
     /// Every spawned task, so shutdown can wait for them.
     pub tracker: TaskTracker,
@@ -88,6 +88,7 @@ impl Server {
     pub async fn run(self) -> io::Result<()> {
         let Server { listener, shared } = self;
         let router = http::router(shared.clone());
+        shared.tracker.spawn(sweep_until_shutdown(shared.clone()));
         loop {
             let accepted = tokio::select! {
                 () = shared.shutdown.cancelled() => break,
@@ -112,6 +113,7 @@ impl Server {
         }
         drop(listener);
         tracing::info!("shutting down: closing every connection with 1001");
+        shared.hub.close_all();
         shared.tracker.close();
         let grace = shared.config.shutdown_grace;
         if tokio::time::timeout(grace, shared.tracker.wait())
@@ -121,6 +123,20 @@ impl Server {
             tracing::warn!("connections still open after the shutdown grace; exiting anyway");
         }
         Ok(())
+    }
+}
+
+/// Every `--ping-interval`: ping all members, close those idle past `--idle-timeout`.
+async fn sweep_until_shutdown(shared: Arc<Shared>) {
+    let every = shared.config.ping_interval.max(Duration::from_millis(10));
+    let idle_ms = u64::try_from(shared.config.idle_timeout.as_millis()).unwrap_or(u64::MAX);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            _ = ticks.tick() => shared.hub.sweep(idle_ms),
+        }
     }
 }
 

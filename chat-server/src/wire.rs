@@ -1,12 +1,15 @@
 //! Wire formats: how a `chat_core::Output` becomes a WebSocket frame.
 //!
 //! Plain text (no subprotocol) is the seed's exact line. `chat.v1.json` is one JSON object per
-//! frame. Each output is encoded at most once per format and the frame's bytes are shared by
-//! every recipient.
+//! frame. Each output is encoded at most once per format, as a complete WebSocket frame
+//! (header and payload), and those bytes are shared by every recipient: a delivery is a
+//! reference count and a slice in the recipient's next `writev`.
 
+use bytes::Bytes;
 use chat_core::{Output, OutputKind};
 use serde::Serialize;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 /// The JSON subprotocol name clients ask for in `Sec-WebSocket-Protocol`.
 pub const JSON_PROTOCOL: &str = "chat.v1.json";
@@ -50,13 +53,22 @@ struct JsonEvent<'a> {
     replay: bool,
 }
 
-/// The seed-compatible text frame.
-pub fn plain(out: &Output) -> Message {
-    Message::text(out.to_string())
+/// A complete unmasked, final server-to-client text frame carrying `text`.
+pub fn text_frame(text: String) -> Bytes {
+    let frame = Frame::message(text, OpCode::Data(Data::Text), true);
+    let mut buf = Vec::with_capacity(frame.len());
+    // Formatting into a Vec cannot fail.
+    let _ = frame.format(&mut buf);
+    Bytes::from(buf)
 }
 
-/// The `chat.v1.json` frame; `time_ms` is the server's clock in ms since the Unix epoch.
-pub fn json(out: &Output, room: &str, time_ms: u64) -> Message {
+/// The seed-compatible text line.
+pub fn plain(out: &Output) -> String {
+    out.to_string()
+}
+
+/// The `chat.v1.json` text; `time_ms` is the server's clock in ms since the Unix epoch.
+pub fn json(out: &Output, room: &str, time_ms: u64) -> String {
     let kind = out.kind();
     let nick = out.nick().map(|n| n.as_str());
     // Lines without structured text (help, gap) carry their rendered line minus the prefix.
@@ -86,7 +98,7 @@ pub fn json(out: &Output, room: &str, time_ms: u64) -> Message {
         replay: out.is_replay(),
     };
     // Serializing plain strings and integers cannot fail.
-    Message::text(serde_json::to_string(&event).unwrap_or_default())
+    serde_json::to_string(&event).unwrap_or_default()
 }
 
 /// Encodes an output lazily: at most once per format, however many recipients share it.
@@ -94,8 +106,8 @@ pub struct Encoded<'a> {
     out: &'a Output,
     room: &'a str,
     time_ms: u64,
-    plain: Option<Message>,
-    json: Option<Message>,
+    plain: Option<Bytes>,
+    json: Option<Bytes>,
 }
 
 impl<'a> Encoded<'a> {
@@ -111,13 +123,33 @@ impl<'a> Encoded<'a> {
     }
 
     /// The frame for `format`, sharing its bytes with every earlier call.
-    pub fn frame(&mut self, format: Format) -> Message {
+    pub fn frame(&mut self, format: Format) -> Bytes {
         match format {
-            Format::Plain => self.plain.get_or_insert_with(|| plain(self.out)).clone(),
+            Format::Plain => self
+                .plain
+                .get_or_insert_with(|| text_frame(plain(self.out)))
+                .clone(),
             Format::Json => self
                 .json
-                .get_or_insert_with(|| json(self.out, self.room, self.time_ms))
+                .get_or_insert_with(|| text_frame(json(self.out, self.room, self.time_ms)))
                 .clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_unmasked_final_text_frames() {
+        let short = text_frame("hi".into());
+        assert_eq!(&short[..], b"\x81\x02hi");
+        let medium = text_frame("x".repeat(300));
+        assert_eq!(&medium[..4], &[0x81, 126, 0x01, 0x2c]);
+        assert_eq!(medium.len(), 4 + 300);
+        let long = text_frame("y".repeat(70_000));
+        assert_eq!(long[1], 127);
+        assert_eq!(&long[2..10], &70_000u64.to_be_bytes());
     }
 }

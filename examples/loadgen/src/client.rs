@@ -378,8 +378,9 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
                 if phase == Phase::Sync {
                     continue; // time to repeat the marker, at the top of the loop
                 }
-                // Stamp the intended send time, so a late send shows as latency.
-                let msg = run.next_message(due_us.unwrap_or_else(now_us));
+                // Stamp the actual send time: the timer wakes up to a millisecond late,
+                // which is the load generator's delay, not the server's.
+                let msg = run.next_message(now_us());
                 if let Err(e) = ws.send(msg).await {
                     run.stats.disconnect = Some(reason(&e));
                     break;
