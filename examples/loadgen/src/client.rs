@@ -65,12 +65,31 @@ pub struct Shared {
     /// Local clients connected (what `synced` and `done` count up to).
     pub connected: Cell<usize>,
     pub progress: Notify,
+    /// Closed loop: per sender (global sender number), its messages in flight.
+    pub windows: RefCell<Vec<Window>>,
+    /// Wakes sender `g` when one of its messages has reached every local receiver.
+    pub window_freed: Vec<Notify>,
+    /// Connected local clients per room (set before the load starts).
+    pub room_clients: RefCell<Vec<u32>>,
+}
+
+/// A closed-loop sender's messages in flight: how many local receivers still miss each.
+///
+/// A message stays in flight until every receiver in this process has it (not just the
+/// sender's own echo), so the slowest receiver paces the senders and no server queue is
+/// overrun. With `--procs`, receivers in other processes are not waited for.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    /// Indexed by `seq % window`. Each connection delivers in order, so a message completes
+    /// no later than the next one and its slot is free again when reused.
+    missing: Vec<u32>,
+    /// Messages that reached every local receiver.
+    completed: u64,
 }
 
 impl Shared {
     pub fn new(args: Args) -> Shared {
         Shared {
-            args,
             phase: watch::Sender::new(Phase::Connect),
             t0_us: Cell::new(0),
             // 1 µs to 100 s at 3 significant digits.
@@ -84,7 +103,49 @@ impl Shared {
             done: Cell::new(0),
             connected: Cell::new(0),
             progress: Notify::new(),
+            windows: RefCell::new(Vec::new()),
+            window_freed: (0..args.senders).map(|_| Notify::new()).collect(),
+            room_clients: RefCell::new(vec![0; args.rooms]),
+            args,
         }
+    }
+
+    /// Sender `g` sent `seq`: every local member of `room` must receive it.
+    fn track(&self, g: usize, room: usize, seq: u64) {
+        let receivers = self.room_clients.borrow()[room];
+        let window = self.args.window.max(1);
+        let mut windows = self.windows.borrow_mut();
+        if windows.len() <= g {
+            windows.resize(g + 1, Window::default());
+        }
+        let w = &mut windows[g];
+        if w.missing.is_empty() {
+            w.missing = vec![0; window as usize];
+        }
+        w.missing[(seq % window) as usize] = receivers;
+    }
+
+    /// A local receiver got `seq` from sender `g` (first time).
+    fn ack(&self, g: usize, seq: u64) {
+        let window = self.args.window.max(1);
+        let mut windows = self.windows.borrow_mut();
+        let Some(w) = windows.get_mut(g) else { return };
+        let Some(left) = w.missing.get_mut((seq % window) as usize) else {
+            return;
+        };
+        if *left > 0 {
+            *left -= 1;
+            if *left == 0 {
+                w.completed += 1;
+                drop(windows);
+                self.window_freed[g].notify_one();
+            }
+        }
+    }
+
+    /// Messages of sender `g` that reached every local receiver.
+    fn completed(&self, g: usize) -> u64 {
+        self.windows.borrow().get(g).map_or(0, |w| w.completed)
     }
 
     fn bump(cell: &Cell<usize>) {
@@ -191,9 +252,8 @@ struct Run<'a> {
     order: Order,
     done: bool,
     synced: bool,
-    /// Own messages sent / echoed back (closed loop).
+    /// Own messages sent.
     sent: u64,
-    echoed: u64,
     pad: String,
 }
 
@@ -252,8 +312,8 @@ impl Run<'_> {
         };
         if first_time {
             self.stats.unique += 1;
-            if Some(slot) == self.me.slot {
-                self.echoed += 1;
+            if sh.args.mode == Mode::Closed {
+                sh.ack(slot * sh.args.rooms + self.me.room, seq);
             }
         }
         if !self.done && self.stats.unique >= self.stats.expected {
@@ -270,6 +330,10 @@ impl Run<'_> {
     fn next_message(&mut self, t_us: u64) -> Message {
         let slot = self.me.slot.unwrap_or(0);
         let text = load_text(slot, self.sent, t_us, &self.pad);
+        if self.sh.args.mode == Mode::Closed {
+            self.sh
+                .track(self.me.global_sender, self.me.room, self.sent);
+        }
         self.sent += 1;
         self.sh.sent.set(self.sh.sent.get() + 1);
         Message::text(text)
@@ -300,7 +364,6 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
         done: false,
         synced: false,
         sent: 0,
-        echoed: 0,
         pad,
     };
     let is_leader = me.index == me.room;
@@ -330,21 +393,27 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
             if run.stats.expected == 0 && !run.done {
                 run.mark_done();
             }
-            if args.mode == Mode::Closed && me.slot.is_some() {
-                let window = args.window.min(args.messages);
-                for _ in 0..window {
-                    let msg = run.next_message(now_us());
-                    if let Err(e) = ws.feed(msg).await {
-                        run.stats.disconnect = Some(reason(&e));
-                        break;
-                    }
+        }
+        // Closed loop: fill the window up to --window messages that not every local
+        // receiver has yet.
+        if started && args.mode == Mode::Closed && me.slot.is_some() {
+            let g = me.global_sender;
+            let mut fed = false;
+            while run.sent < args.messages && run.sent - sh.completed(g) < args.window {
+                let msg = run.next_message(now_us());
+                if let Err(e) = ws.feed(msg).await {
+                    run.stats.disconnect = Some(reason(&e));
+                    break;
                 }
+                fed = true;
+            }
+            if fed {
                 if let Err(e) = ws.flush().await {
                     run.stats.disconnect = Some(reason(&e));
                 }
-                if run.stats.disconnect.is_some() {
-                    break;
-                }
+            }
+            if run.stats.disconnect.is_some() {
+                break;
             }
         }
         // The next fixed-rate send, if this client has one due.
@@ -367,6 +436,14 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
             }
         };
 
+        let closed_sender =
+            started && args.mode == Mode::Closed && me.slot.is_some() && run.sent < args.messages;
+        let window_freed = async {
+            match sh.window_freed.get(me.global_sender) {
+                Some(freed) if closed_sender => freed.notified().await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             changed = phase_rx.changed() => {
@@ -386,33 +463,9 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
                     break;
                 }
             }
+            () = window_freed => {}
             frame = ws.next() => match frame {
-                Some(Ok(Message::Text(text))) => {
-                    let echoed_before = run.echoed;
-                    run.on_text(text.as_str());
-                    // Closed loop: each own message back frees a window slot.
-                    if args.mode == Mode::Closed && started {
-                        let mut flush = false;
-                        for _ in echoed_before..run.echoed {
-                            if run.sent < args.messages {
-                                let msg = run.next_message(now_us());
-                                if let Err(e) = ws.feed(msg).await {
-                                    run.stats.disconnect = Some(reason(&e));
-                                    break;
-                                }
-                                flush = true;
-                            }
-                        }
-                        if flush {
-                            if let Err(e) = ws.flush().await {
-                                run.stats.disconnect = Some(reason(&e));
-                            }
-                        }
-                        if run.stats.disconnect.is_some() {
-                            break;
-                        }
-                    }
-                }
+                Some(Ok(Message::Text(text))) => run.on_text(text.as_str()),
                 Some(Ok(Message::Close(frame))) => {
                     run.stats.disconnect = Some(match frame {
                         Some(f) => format!("close {}", u16::from(f.code)),
@@ -455,3 +508,88 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
 
 /// Counts reasons (connect failures, disconnects) for the report.
 pub type Reasons = BTreeMap<String, u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from(["chat-loadgen"].iter().chain(extra))
+    }
+
+    #[test]
+    fn load_lines_parse_and_garbage_does_not() {
+        assert_eq!(parse_load("L 3 17 123456"), Some((3, 17, 123456)));
+        assert_eq!(parse_load("L 3 17 123456 xxxx"), Some((3, 17, 123456)));
+        assert_eq!(parse_load(&load_text(1, 2, 3, " pad")), Some((1, 2, 3)));
+        for bad in ["", "L", "L 1 2", "X 1 2 3", "L a 2 3", "L 1 -2 3", "SYNC"] {
+            assert_eq!(parse_load(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn senders_spread_over_rooms() {
+        // 10 clients in 3 rooms, 4 senders: clients 0..4; room r has senders j % 3 == r.
+        let a = args(&["--clients", "10", "--rooms", "3", "--senders", "4"]);
+        let ids: Vec<Identity> = (0..10).map(|i| Identity::new(&a, i)).collect();
+        assert_eq!(ids[0].room_senders, 2); // senders 0 and 3
+        assert_eq!(ids[1].room_senders, 1);
+        assert_eq!(ids[2].room_senders, 1);
+        assert_eq!(ids[9].room_senders, 2, "client 9 is in room 0");
+        assert_eq!(ids[0].slot, Some(0));
+        assert_eq!(ids[3].slot, Some(1), "second sender of room 0");
+        assert_eq!(ids[4].slot, None);
+        let idle = args(&["--mode", "idle", "--senders", "4"]);
+        assert_eq!(
+            Identity::new(&idle, 0).room_senders,
+            0,
+            "idle runs send nothing"
+        );
+    }
+
+    #[test]
+    fn receivers_count_duplicates_gaps_and_reordering() {
+        let a = args(&["--clients", "2", "--senders", "2", "--messages", "5"]);
+        let sh = Shared::new(a.clone());
+        let me = Identity::new(&a, 1);
+        let mut run = Run {
+            sh: &sh,
+            me,
+            stats: ClientStats {
+                expected: 10,
+                ..ClientStats::default()
+            },
+            order: Order {
+                next: vec![0; me.room_senders],
+                missing: BTreeSet::new(),
+            },
+            done: false,
+            synced: false,
+            sent: 0,
+            pad: String::new(),
+        };
+        let t = now_us();
+        for (slot, seq) in [(0, 0), (0, 1), (0, 3), (0, 2), (0, 2), (1, 0), (0, 4)] {
+            run.on_text(&format!("user-1: {}", load_text(slot, seq, t, "")));
+        }
+        run.on_text("user-1: L 7 0 0"); // no such sender in this room
+        run.on_text("user-1: L 0 99 0"); // beyond --messages
+        run.on_text(" .... user-9 has left.");
+        run.on_text("user-1: SYNC");
+        run.on_text("nonsense");
+        assert_eq!(run.stats.unique, 6);
+        assert_eq!(run.stats.duplicated, 1);
+        assert_eq!(run.stats.out_of_order, 1);
+        assert_eq!(run.stats.unexpected, 3);
+        assert_eq!(run.stats.notices, 1);
+        assert!(run.synced);
+        assert_eq!(sh.deliveries.get(), 7, "duplicates are deliveries too");
+        assert!(!run.done, "4 messages of sender 1 are still missing");
+        for seq in 1..5 {
+            run.on_text(&format!("user-1: {}", load_text(1, seq, t, "")));
+        }
+        assert!(run.done);
+        assert_eq!(sh.done.get(), 1);
+    }
+}

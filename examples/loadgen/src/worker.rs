@@ -119,6 +119,7 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
             let reason = match attempt {
                 Ok(Ok((ws, _response))) => {
                     sh.connected.set(sh.connected.get() + 1);
+                    sh.room_clients.borrow_mut()[me.room] += 1;
                     expected.set(expected.get() + me.room_senders as u64 * sh.args.messages);
                     return Some(client::run(ws, me, sh).await);
                 }
