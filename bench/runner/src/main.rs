@@ -49,6 +49,11 @@ struct Cli {
     /// Output directory; default bench/ (full runs) or target/bench-quick/ (--quick).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Exit non-zero when any run of `ours` had a problem (lost, duplicated or out-of-order
+    /// deliveries, failed connections, disconnects, a crash) or any run could not be
+    /// measured at all. Speed is never checked. CI uses it with --quick.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// The workspace root (this crate lives in bench/runner).
@@ -245,6 +250,25 @@ fn real_main() -> Result<(), String> {
         results.meta.total_seconds,
         out.display()
     );
+    if cli.strict {
+        let failing: Vec<String> = results
+            .runs
+            .iter()
+            .filter(|r| r.loadgen.is_none() || (r.server == "ours" && !r.problems().is_empty()))
+            .map(|r| {
+                format!(
+                    "{} {} round {}: {}",
+                    r.scenario,
+                    r.server,
+                    r.round,
+                    r.problems().join("; ")
+                )
+            })
+            .collect();
+        if !failing.is_empty() {
+            return Err(format!("--strict: {}", failing.join(" | ")));
+        }
+    }
     Ok(())
 }
 
