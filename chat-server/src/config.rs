@@ -30,6 +30,15 @@ pub struct Config {
     #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
+    /// Most WebSocket connections at once from one source IP address; upgrades beyond it get
+    /// HTTP 429. 0 means no per-address limit (e.g. behind a proxy that connects for everyone).
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    pub max_connections_per_ip: usize,
+
+    /// Most rooms at once; a join that would create one more is refused (close 1013).
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
     /// Largest WebSocket message or frame accepted, in bytes; larger ones close the
     /// connection with 1009.
     #[arg(long, env = "CHAT_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]

@@ -2,11 +2,12 @@
 //! here, before the handshake completes: bad requests (400), unsupported versions (426), other
 //! origins (403) and a full server (503).
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -171,6 +172,24 @@ fn upgrade(shared: Arc<Shared>, room: String, query: JoinParams, mut req: Reques
     } else {
         Format::Plain
     };
+    let peer_ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    let ip_slot = match peer_ip {
+        Some(ip) => match shared.try_acquire_ip(ip) {
+            Some(slot) => Some(slot),
+            None => {
+                return refuse(
+                    &shared,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "max_connections_per_ip",
+                    "too many connections from your address\n",
+                )
+            }
+        },
+        None => None,
+    };
     let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
         return refuse(
             &shared,
@@ -192,6 +211,7 @@ fn upgrade(shared: Arc<Shared>, room: String, query: JoinParams, mut req: Reques
     let task_shared = shared.clone();
     shared.tracker.spawn(async move {
         let _permit = permit;
+        let _ip_slot = ip_slot;
         match on_upgrade.await {
             Ok(upgraded) => {
                 task_shared.metrics.connections.inc();

@@ -49,6 +49,7 @@ const PING_FRAME: &[u8] = &[0x89, 0x00];
 pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Arc<RoomCell>>>,
     config: RoomConfig,
+    max_rooms: usize,
     metrics: Arc<Metrics>,
     started: Instant,
     /// Set at shutdown: every member is being closed, and late joiners are closed at once.
@@ -70,10 +71,11 @@ struct RoomState {
 
 impl Hub {
     /// An empty hub whose rooms use `config`.
-    pub fn new(config: RoomConfig, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(config: RoomConfig, max_rooms: usize, metrics: Arc<Metrics>) -> Hub {
         Hub {
             rooms: Mutex::new(HashMap::new()),
             config,
+            max_rooms,
             metrics,
             started: Instant::now(),
             closing: AtomicBool::new(false),
@@ -94,6 +96,14 @@ impl Hub {
                 let mut rooms = self.rooms.lock();
                 match rooms.get(req.room) {
                     Some(cell) => cell.clone(),
+                    None if rooms.len() >= self.max_rooms => {
+                        drop(rooms);
+                        self.metrics.reject("max_rooms");
+                        if let Some(peer) = peer.take() {
+                            peer.control.close(CloseCode::Again, "too many rooms");
+                        }
+                        return None;
+                    }
                     None => {
                         let name: Arc<str> = req.room.into();
                         let cell = Arc::new(RoomCell {

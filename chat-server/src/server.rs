@@ -1,14 +1,18 @@
 //! The listener: accepts TCP connections, serves HTTP on each (hyper), and shuts down
 //! gracefully. It owns no chat semantics.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +39,43 @@ pub struct Shared {
     pub slots: Arc<Semaphore>,
     /// Source of connection ids.
     pub next_conn: AtomicU64,
+    /// Open WebSocket connections per source address (`--max-connections-per-ip`).
+    pub per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One WebSocket connection's share of the per-address limit, given back on drop.
+pub struct IpSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    /// Takes a slot for `ip` unless it has `--max-connections-per-ip` already (0: no limit).
+    pub fn try_acquire_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let limit = self.config.max_connections_per_ip;
+        let mut per_ip = self.per_ip.lock();
+        let open = per_ip.entry(ip).or_insert(0);
+        if limit != 0 && *open >= limit {
+            return None;
+        }
+        *open += 1;
+        Some(IpSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = self.shared.per_ip.lock();
+        if let Some(open) = per_ip.get_mut(&self.ip) {
+            *open -= 1;
+            if *open == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// A bound, not yet running server.
@@ -60,7 +101,7 @@ impl Server {
         let listener = TcpListener::bind((config.bind, config.port)).await?;
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
-            hub: Hub::new(config.room_config(), metrics.clone()),
+            hub: Hub::new(config.room_config(), config.max_rooms, metrics.clone()),
             slots: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -69,6 +110,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
         });
         Ok(Server { listener, shared })
     }
@@ -96,7 +138,11 @@ impl Server {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let service = TowerToHyperService::new(router.clone());
+                    // Handlers see the client's address as axum's `ConnectInfo`.
+                    let service = TowerToHyperService::new(WithPeer {
+                        router: router.clone(),
+                        peer,
+                    });
                     let shared = shared.clone();
                     shared
                         .tracker
@@ -140,11 +186,33 @@ async fn sweep_until_shutdown(shared: Arc<Shared>) {
     }
 }
 
+/// The router, handing every request the client's address as axum's `ConnectInfo`.
+#[derive(Clone)]
+struct WithPeer {
+    router: axum::Router,
+    peer: SocketAddr,
+}
+
+impl tower::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::<hyper::Request<hyper::body::Incoming>>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.router.call(req)
+    }
+}
+
 /// One TCP connection: HTTP/1 until (maybe) a WebSocket upgrade takes it over.
 async fn serve_http(
     stream: TcpStream,
     peer: SocketAddr,
-    service: TowerToHyperService<axum::Router>,
+    service: TowerToHyperService<WithPeer>,
     shared: Arc<Shared>,
 ) {
     // Small frames (chat lines) must not wait for Nagle's algorithm.

@@ -196,6 +196,94 @@ async fn upgrade_beyond_max_connections_gets_503_until_a_slot_frees() {
     assert_eq!(c.recv().await, "c: in");
 }
 
+#[tokio::test]
+async fn connections_beyond_the_per_address_limit_get_429_until_one_closes() {
+    let server = TestServer::start(&["--max-connections-per-ip", "2", "--history", "0"]).await;
+    let mut a = server.connect("/chat/ip?nick=a").await;
+    a.recv().await;
+    let mut b = server.connect("/chat/other?nick=b").await;
+    b.recv().await;
+
+    // Every test client comes from 127.0.0.1: the third is one too many, in any room.
+    let third = try_connect(&server.url("/chat/third?nick=c"), &[]).await;
+    assert_eq!(handshake_status(&third), 429);
+    let (status, head, _) = raw_upgrade(server.addr, "/chat/ip?nick=c", &[]).await;
+    assert_eq!(status, 429, "{head}");
+    // The limit counts WebSocket connections only: plain HTTP still works.
+    assert_eq!(server.http_get("/healthz").await.0, 200);
+    let body = server.metrics().await;
+    assert!(
+        metric(
+            &body,
+            "chat_rejected_handshakes_total{reason=\"max_connections_per_ip\"}"
+        )
+        .is_some_and(|v| v >= 2.0),
+        "{body}"
+    );
+
+    // The other members are untouched by the refusals.
+    a.send("still here").await;
+    assert_eq!(a.recv().await, "a: still here");
+
+    b.ws.close(None).await.unwrap();
+    b.expect_end().await;
+    drop(b);
+    let mut c = None;
+    for _ in 0..100 {
+        let attempt = try_connect(&server.url("/chat/ip?nick=c"), &[]).await;
+        match handshake_status(&attempt) {
+            101 => {
+                c = attempt.ok();
+                break;
+            }
+            429 => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    let mut c = c.expect("a slot freed after a client closed");
+    assert!(c.recv().await.starts_with(" .... you are c;"));
+    assert_eq!(a.recv().await, " .... c has joined.");
+}
+
+#[tokio::test]
+async fn a_join_that_would_create_a_room_beyond_max_rooms_is_closed_with_1013() {
+    let server = TestServer::start(&["--max-rooms", "2", "--history", "0"]).await;
+    let mut a = server.connect("/chat/one?nick=a").await;
+    a.recv().await;
+    let mut b = server.connect("/chat/two?nick=b").await;
+    b.recv().await;
+
+    let mut c = server.connect("/chat/three?nick=c").await;
+    let (_, code, reason) = c.expect_close().await;
+    assert_eq!(code, CloseCode::Again);
+    assert_eq!(reason, "too many rooms");
+
+    // Existing rooms still take members.
+    let mut d = server.connect("/chat/one?nick=d").await;
+    assert!(d.recv().await.starts_with(" .... you are d;"));
+    assert_eq!(a.recv().await, " .... d has joined.");
+
+    // Once a room empties it is dropped, and a new one fits.
+    b.ws.close(None).await.unwrap();
+    b.expect_end().await;
+    drop(b);
+    let mut e = None;
+    for _ in 0..100 {
+        let mut attempt = server.connect("/chat/three?nick=e").await;
+        match attempt.next_event().await {
+            Event::Text(line) if line.starts_with(" .... you are e;") => {
+                e = Some(attempt);
+                break;
+            }
+            Event::Close(..) => tokio::time::sleep(Duration::from_millis(50)).await,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut e = e.expect("a room slot freed after room two emptied");
+    e.send("hi").await;
+    assert_eq!(e.recv().await, "e: hi");
+}
+
 /// The start of a (long) line, for assertion messages.
 fn head(line: &str) -> &str {
     &line[..line.len().min(24)]

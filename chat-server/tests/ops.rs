@@ -7,7 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use common::{metric, raw_upgrade, Client, TestServer, TIMEOUT};
+use common::{metric, raw_upgrade, try_connect, Client, TestServer, TIMEOUT};
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test]
@@ -384,4 +386,87 @@ async fn binary_exits_0_on_sigterm_sent_as_soon_as_the_address_line_is_printed()
     assert!(first.starts_with("listening on http://"), "{out:?}");
     // `wait` reports 128 + N for a process killed by signal N (SIGTERM is 15: 143).
     assert_eq!(lines.next(), Some("status=0"), "{out:?}");
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // fields[0] is field 3 (state); Linux reports these in 1/100 s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
+    let log = std::env::temp_dir().join(format!("chat-server-emfile-{}.log", std::process::id()));
+    // A soft and hard limit of 48 open files: a few dozen idle TCP connections exhaust it.
+    const SCRIPT: &str =
+        r#"ulimit -n 48 || exit 90; exec "$1" --bind 127.0.0.1 --port 0 --history 0 2>"$2""#;
+    let mut proc = Proc {
+        child: Command::new("sh")
+            .args(["-c", SCRIPT, "sh", env!("CARGO_BIN_EXE_chat-server")])
+            .arg(&log)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sh"),
+    };
+    let pid = proc.child.id();
+    let (line, _reader) = first_line(proc.child.stdout.take().unwrap()).await;
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .expect("address line")
+        .parse()
+        .unwrap();
+
+    // Far more connections than descriptors: the kernel queues the rest in the backlog.
+    let mut hogs = Vec::new();
+    for _ in 0..80 {
+        match tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => hogs.push(stream),
+            _ => break,
+        }
+    }
+    assert!(hogs.len() >= 48, "only {} connections opened", hogs.len());
+
+    // The server is out of descriptors now: it must stay up and must not spin.
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_seconds(pid) - before;
+    assert!(
+        proc.child.try_wait().unwrap().is_none(),
+        "the server exited"
+    );
+    assert!(spent < 1.0, "the accept loop spun: {spent} s of CPU in 2 s");
+
+    // Descriptors come back when the hogs leave; the server serves again by itself.
+    drop(hogs);
+    let url = format!("ws://{addr}/chat/back?nick=ok");
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = try_connect(&url, &[]).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the server accepted again after descriptors freed");
+    assert!(client.recv().await.starts_with(" .... you are ok;"));
+    client.send("recovered").await;
+    assert_eq!(client.recv().await, "ok: recovered");
+
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(stderr.contains("accept failed"), "{stderr}");
 }

@@ -41,6 +41,9 @@ impl Server {
                     "0",
                     "--max-connections",
                     "20000",
+                    // Every load generator client comes from 127.0.0.1.
+                    "--max-connections-per-ip",
+                    "0",
                 ]),
             ),
             Server::Tungstenite => (bin("naive-chat-server"), args(&["--port", "0"])),
