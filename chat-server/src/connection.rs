@@ -151,8 +151,10 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
     // The room keeps its own copy of the name; free ours for the connection's lifetime.
     drop(hs);
 
+    let mut unsent = Unsent::default();
     if let Some(room) = &room {
-        if let Err(err) = serve(&mut ws, &shared, room, conn, &outbox, &control).await {
+        if let Err(err) = serve(&mut ws, &shared, room, conn, &outbox, &control, &mut unsent).await
+        {
             tracing::debug!(?conn, %err, "connection failed");
         }
         shared.hub.leave(room, conn);
@@ -160,6 +162,14 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
     outbox.close();
     // Boxed: the closing steps run once, so they should not widen every connection's future.
     Box::pin(async {
+        // A frame cut off mid-write must be completed, or the close frame would land
+        // inside it and the client would see garbage instead of the close code.
+        if unsent.partial {
+            if let Some(rest) = unsent.frames.front() {
+                let _ = tokio::time::timeout(CLOSE_WAIT, ws.get_mut().write_all(rest)).await;
+            }
+        }
+        drop(unsent);
         close(&mut ws, &control).await;
         linger(ws.get_mut()).await;
     })
@@ -176,23 +186,23 @@ async fn serve(
     conn: ConnId,
     outbox: &Outbox,
     control: &Control,
+    unsent: &mut Unsent,
 ) -> Result<(), WsError> {
-    let mut batch = VecDeque::new();
     loop {
         tokio::select! {
             biased;
             () = control.closing() => return Ok(()),
-            n = outbox.take_all(&mut batch) => {
+            n = outbox.take_all(&mut unsent.frames) => {
                 if n == 0 {
                     return Ok(());
                 }
                 tokio::select! {
                     biased;
                     () = control.closing() => return Ok(()),
-                    written = write_frames(ws, &mut batch) => written?,
+                    written = write_frames(ws, unsent) => written?,
                 }
                 // Free the batch's buffer: an idle connection should hold none.
-                batch = VecDeque::new();
+                unsent.frames = VecDeque::new();
             }
             next = ws.next() => {
                 control.last_seen_ms.store(shared.hub.now_ms(), Ordering::Relaxed);
@@ -222,13 +232,23 @@ async fn serve(
     }
 }
 
+/// Frames taken from the outbox and not yet fully written.
+#[derive(Default)]
+struct Unsent {
+    frames: VecDeque<Bytes>,
+    /// The first frame is partly written (its written bytes already removed).
+    partial: bool,
+}
+
 /// Writes ready-made frames straight to the socket, as many per `writev` as fit.
 ///
 /// tungstenite's own buffer is flushed first, so its control frames (pongs) and ours never
-/// interleave mid-frame; nothing else writes to the socket meanwhile.
-async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Bytes>) -> Result<(), WsError> {
+/// interleave mid-frame; nothing else writes to the socket meanwhile. `unsent` is accurate
+/// at every await, so a write abandoned for a close can finish its cut-off frame.
+async fn write_frames(ws: &mut Ws, unsent: &mut Unsent) -> Result<(), WsError> {
     ws.flush().await?;
     let io = ws.get_mut();
+    let frames = &mut unsent.frames;
     while !frames.is_empty() {
         let written = poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); WRITEV_SLICES];
@@ -251,8 +271,10 @@ async fn write_frames(ws: &mut Ws, frames: &mut VecDeque<Bytes>) -> Result<(), W
             if front.len() <= left {
                 left -= front.len();
                 frames.pop_front();
+                unsent.partial = false;
             } else {
                 front.advance(left);
+                unsent.partial = true;
                 left = 0;
             }
         }
