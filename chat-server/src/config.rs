@@ -1,6 +1,7 @@
 //! Command-line flags (each with an environment fallback) and the room config they produce.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chat_core::{RateLimit, RoomConfig};
@@ -90,6 +91,15 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
+
+    /// Serve HTTPS and `wss://` on the port with this certificate chain (PEM); needs
+    /// `--tls-key`.
+    #[arg(long, env = "CHAT_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) for `--tls-cert`.
+    #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// How long shutdown waits for clients to acknowledge the 1001 close.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]

@@ -105,6 +105,13 @@ fn refuse(
     (status, msg).into_response()
 }
 
+/// RFC 6455 §4.2.1: the key must be the base64 encoding of 16 bytes.
+fn is_valid_key(key: &HeaderValue) -> bool {
+    data_encoding::BASE64
+        .decode(key.as_bytes())
+        .is_ok_and(|raw| raw.len() == 16)
+}
+
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
@@ -119,7 +126,7 @@ fn upgrade(shared: Arc<Shared>, room: String, query: JoinParams, mut req: Reques
     let key = headers.get(header::SEC_WEBSOCKET_KEY);
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
-        || key.is_none_or(|k| k.len() != 24)
+        || !key.is_some_and(is_valid_key)
     {
         return refuse(
             &shared,

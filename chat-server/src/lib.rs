@@ -17,6 +17,8 @@
 
 mod config;
 mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod hub;
 mod metrics;

@@ -32,7 +32,8 @@ async fn main() -> ExitCode {
     // line appears shuts down gracefully instead of killing the process.
     let signals = wait_for_signal();
     // The first stdout line is the address: scripts and tests read the port from it.
-    println!("listening on http://{addr}");
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    println!("listening on {scheme}://{addr}");
 
     let handle = server.shutdown_handle();
     tokio::spawn(async move {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +13,13 @@ use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -82,6 +87,35 @@ impl Drop for IpSlot {
 pub struct Server {
     listener: TcpListener,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
+}
+
+/// Loads `--tls-cert` / `--tls-key` into a TLS acceptor (HTTP/1.1 only).
+fn tls_acceptor(cert: &Path, key: &Path) -> io::Result<TlsAcceptor> {
+    let bad = |what: &Path, err: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{}: {err}", what.display()),
+        )
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, &e))?;
+    if chain.is_empty() {
+        return Err(bad(cert, &"no certificate in the file"));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| bad(cert, &e))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key_der)
+    .map_err(|e| bad(cert, &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Stops a running server from another task (what Ctrl-C / SIGTERM do in the binary).
@@ -98,6 +132,10 @@ impl ShutdownHandle {
 impl Server {
     /// Binds the listening socket (`--bind`, `--port`; port 0 picks a free one).
     pub async fn bind(config: Config) -> io::Result<Server> {
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
         let listener = TcpListener::bind((config.bind, config.port)).await?;
         let metrics = Arc::new(Metrics::default());
         let shared = Arc::new(Shared {
@@ -112,7 +150,16 @@ impl Server {
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
         });
-        Ok(Server { listener, shared })
+        Ok(Server {
+            listener,
+            shared,
+            tls,
+        })
+    }
+
+    /// Whether the server speaks TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// The address actually bound.
@@ -128,7 +175,11 @@ impl Server {
     /// Serves until shut down, then closes every client with 1001 and waits (at most
     /// `--shutdown-grace`) for the connections to finish.
     pub async fn run(self) -> io::Result<()> {
-        let Server { listener, shared } = self;
+        let Server {
+            listener,
+            shared,
+            tls,
+        } = self;
         let router = http::router(shared.clone());
         shared.tracker.spawn(sweep_until_shutdown(shared.clone()));
         loop {
@@ -144,10 +195,13 @@ impl Server {
                         peer,
                     });
                     let shared = shared.clone();
-                    shared
-                        .tracker
-                        .clone()
-                        .spawn(serve_http(stream, peer, service, shared));
+                    shared.tracker.clone().spawn(serve_tcp(
+                        stream,
+                        peer,
+                        service,
+                        shared,
+                        tls.clone(),
+                    ));
                 }
                 Err(err) => {
                     // Out of file descriptors or a transient error: back off instead of
@@ -208,15 +262,41 @@ impl tower::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
     }
 }
 
-/// One TCP connection: HTTP/1 until (maybe) a WebSocket upgrade takes it over.
-async fn serve_http(
+/// One TCP connection: the TLS handshake first when TLS is on (bounded by the handshake
+/// timeout), then HTTP.
+async fn serve_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     service: TowerToHyperService<WithPeer>,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
 ) {
     // Small frames (chat lines) must not wait for Nagle's algorithm.
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_http(stream, peer, service, shared).await;
+    };
+    let handshake = tokio::time::timeout(shared.config.handshake_timeout, tls.accept(stream));
+    let accepted = tokio::select! {
+        accepted = handshake => accepted,
+        () = shared.shutdown.cancelled() => return,
+    };
+    match accepted {
+        Ok(Ok(stream)) => serve_http(stream, peer, service, shared).await,
+        Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// HTTP/1 on one connection until (maybe) a WebSocket upgrade takes it over.
+async fn serve_http<I>(
+    stream: I,
+    peer: SocketAddr,
+    service: TowerToHyperService<WithPeer>,
+    shared: Arc<Shared>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
