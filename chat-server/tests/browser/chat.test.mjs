@@ -8,8 +8,9 @@
 
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -54,7 +55,7 @@ function startServer(args) {
       const nl = out.indexOf('\n');
       if (nl < 0) return;
       clearTimeout(timer);
-      const m = /^listening on http:\/\/([^\s/]+):(\d+)\s*$/.exec(out.slice(0, nl));
+      const m = /^listening on https?:\/\/([^\s/]+):(\d+)\s*$/.exec(out.slice(0, nl));
       if (m) resolve({ host: m[1], port: Number(m[2]) });
       else reject(new Error(`unexpected first stdout line: ${JSON.stringify(out.slice(0, nl))}`));
     });
@@ -527,5 +528,48 @@ describe('seed page (fixtures/seed.html) against --seed-compat --port 12345', { 
     assert.deepEqual(await echo(a), [lineA, lineB, ` .... ${nickB} has left.`]);
     assert.deepEqual(a.problems, []);
     await a.context().close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// TLS: the page served over https connects with wss by itself
+
+describe('bundled client over https uses wss', { timeout: 120_000 }, () => {
+  let server, browser, dir;
+
+  before(async () => {
+    // A self-signed certificate made now; the browser context ignores that it is untrusted.
+    dir = mkdtempSync(path.join(os.tmpdir(), 'chat-tls-'));
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem'),
+    ], { stdio: 'ignore' });
+    server = await startServer(['--bind', '127.0.0.1', '--port', '0',
+      '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')]);
+    browser = await launchBrowser();
+  });
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await stopServer(server);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('connects to wss:// on the same port and chats', async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 760, height: 560 } });
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    const sockets = [];
+    page.on('websocket', (ws) => sockets.push(ws.url()));
+    await page.goto(`https://127.0.0.1:${server.port}/chat/secure`, { timeout: WAIT });
+    const nick = await waitForNick(page);
+    await say(page, 'over wss');
+    await page.waitForFunction(
+      (t) => [...document.querySelectorAll('#messages li')].some((e) => e.textContent.endsWith(t)),
+      'over wss', { timeout: WAIT, polling: 50 });
+    assert.ok(sockets.length >= 1, 'the page opened a WebSocket');
+    assert.match(sockets[0], new RegExp(`^wss://127\\.0\\.0\\.1:${server.port}/chat/secure`));
+    assert.ok(nick.length > 0);
+    await context.close();
   });
 });
