@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -203,6 +204,8 @@ pub struct ClientStats {
     pub out_of_order: u64,
     /// Server notices (e.g. someone left) during the run.
     pub notices: u64,
+    /// Messages from churning clients (soak), counted but not checked.
+    pub churn_messages: u64,
     /// Lines that are neither load messages, sync markers nor notices.
     pub unexpected: u64,
     /// Why the connection ended before the run did, if it did.
@@ -221,6 +224,9 @@ fn load_text(slot: usize, seq: u64, t_us: u64, pad: &str) -> String {
     format!("L {slot} {seq} {t_us}{pad}")
 }
 
+/// How a churning client's message starts (not a load message: counted, not checked).
+pub const CHURN_PREFIX: &str = "C ";
+
 /// Parses `L slot seq t_us [padding]`.
 fn parse_load(body: &str) -> Option<(usize, u64, u64)> {
     let mut it = body.strip_prefix("L ")?.split(' ');
@@ -228,6 +234,43 @@ fn parse_load(body: &str) -> Option<(usize, u64, u64)> {
     let seq = it.next()?.parse().ok()?;
     let t = it.next()?.parse().ok()?;
     Some((slot, seq, t))
+}
+
+/// Opens a WebSocket to `url`, giving up after `timeout`; a failure comes back as a short,
+/// countable reason.
+pub async fn connect(url: &str, timeout: Duration) -> Result<Ws, String> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0);
+    match tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::connect_async_with_config(url, Some(config), true),
+    )
+    .await
+    {
+        Ok(Ok((ws, _response))) => Ok(ws),
+        Ok(Err(e)) => Err(reason(&e)),
+        Err(_) => Err("connect timeout".to_string()),
+    }
+}
+
+/// Closes cleanly; the server's answer is not worth waiting long for.
+pub async fn close(mut ws: Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        ws.close(None).await.ok();
+        while let Some(Ok(_)) = ws.next().await {}
+    })
+    .await;
+}
+
+/// Why a connection ended, from the frame that ended it (`None`: the stream ended).
+pub fn end_reason(frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> String {
+    match frame {
+        Some(Ok(Message::Close(Some(f)))) => format!("close {}", u16::from(f.code)),
+        Some(Ok(Message::Close(None))) => "close".into(),
+        Some(Err(e)) => reason(&e),
+        Some(Ok(_)) | None => "closed".into(),
+    }
 }
 
 /// A short, countable reason for a failure.
@@ -276,7 +319,11 @@ impl Run<'_> {
             return;
         }
         let Some((slot, seq, t)) = parse_load(body) else {
-            self.stats.unexpected += 1;
+            if body.starts_with(CHURN_PREFIX) {
+                self.stats.churn_messages += 1;
+            } else {
+                self.stats.unexpected += 1;
+            }
             return;
         };
         if slot >= self.me.room_senders || seq >= self.sh.args.messages {
@@ -418,7 +465,7 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
         }
         // The next fixed-rate send, if this client has one due.
         let due_us =
-            (started && args.mode == Mode::Rate && me.slot.is_some() && run.sent < args.messages)
+            (started && args.mode.fixed_rate() && me.slot.is_some() && run.sent < args.messages)
                 .then(|| sh.t0_us.get() + (offset_us + run.sent as f64 * period_us) as u64);
         let due_us = match (phase == Phase::Sync && is_leader, due_us) {
             (true, _) => Some(next_sync_us),
@@ -466,22 +513,11 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
             () = window_freed => {}
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(text))) => run.on_text(text.as_str()),
-                Some(Ok(Message::Close(frame))) => {
-                    run.stats.disconnect = Some(match frame {
-                        Some(f) => format!("close {}", u16::from(f.code)),
-                        None => "close".into(),
-                    });
+                Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                    run.stats.disconnect = Some(end_reason(frame));
                     break;
                 }
                 Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    run.stats.disconnect = Some(reason(&e));
-                    break;
-                }
-                None => {
-                    run.stats.disconnect = Some("closed".into());
-                    break;
-                }
             }
         }
     }
@@ -496,12 +532,7 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
         }
         sh.progress.notify_one();
     } else {
-        // A clean close; the server's answer is not worth waiting long for.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            ws.close(None).await.ok();
-            while let Some(Ok(_)) = ws.next().await {}
-        })
-        .await;
+        close(ws).await;
     }
     run.stats
 }
@@ -540,6 +571,8 @@ mod tests {
         assert_eq!(ids[0].slot, Some(0));
         assert_eq!(ids[3].slot, Some(1), "second sender of room 0");
         assert_eq!(ids[4].slot, None);
+        let soak = args(&["--mode", "soak", "--clients", "10", "--senders", "4"]);
+        assert_eq!(Identity::new(&soak, 0).room_senders, 4, "soak runs send");
         let idle = args(&["--mode", "idle", "--senders", "4"]);
         assert_eq!(
             Identity::new(&idle, 0).room_senders,
@@ -578,11 +611,13 @@ mod tests {
         run.on_text(" .... user-9 has left.");
         run.on_text("user-1: SYNC");
         run.on_text("nonsense");
+        run.on_text("user-7: C 12 345"); // a churning client's message: counted only
         assert_eq!(run.stats.unique, 6);
         assert_eq!(run.stats.duplicated, 1);
         assert_eq!(run.stats.out_of_order, 1);
         assert_eq!(run.stats.unexpected, 3);
         assert_eq!(run.stats.notices, 1);
+        assert_eq!(run.stats.churn_messages, 1);
         assert!(run.synced);
         assert_eq!(sh.deliveries.get(), 7, "duplicates are deliveries too");
         assert!(!run.done, "4 messages of sender 1 are still missing");

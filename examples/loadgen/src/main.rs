@@ -8,9 +8,12 @@
 //!
 //! Modes: `closed` (each sender keeps `--window` of its own messages in flight: sustained
 //! throughput), `rate` (a fixed total of `--rate` messages per second: latency), `idle` (open,
-//! join, hold `--hold` seconds: memory per connection). `--procs P` splits the clients over
-//! P worker processes (each process may open only so many files).
+//! join, hold `--hold` seconds: memory per connection), `soak` (fixed rate for `--duration`
+//! seconds while `--churn` extra clients per second come and go: leaks and stability).
+//! `--procs P` splits the clients over P worker processes (each process may open only so
+//! many files).
 
+mod churn;
 mod client;
 mod report;
 mod worker;
@@ -29,6 +32,16 @@ pub enum Mode {
     Rate,
     /// No messages: connect, join, hold for `--hold` seconds.
     Idle,
+    /// `--rate` messages per second in total for `--duration` seconds, while `--churn`
+    /// short-lived extra clients per second connect and disconnect.
+    Soak,
+}
+
+impl Mode {
+    /// Whether senders send on a fixed schedule (`--rate`).
+    pub fn fixed_rate(self) -> bool {
+        matches!(self, Mode::Rate | Mode::Soak)
+    }
 }
 
 /// Command line.
@@ -53,7 +66,7 @@ pub struct Args {
     /// Senders in total (clients 0..senders, so spread over the rooms).
     #[arg(long, default_value_t = 1)]
     pub senders: usize,
-    /// Messages per sender.
+    /// Messages per sender (soak: derived from --duration and --rate instead).
     #[arg(long, default_value_t = 1000)]
     pub messages: u64,
     /// Load mode.
@@ -68,6 +81,16 @@ pub struct Args {
     /// Idle: seconds to hold the connections open.
     #[arg(long, default_value_t = 10.0)]
     pub hold: f64,
+    /// Soak: seconds the senders send for.
+    #[arg(long, default_value_t = 60.0)]
+    pub duration: f64,
+    /// Soak: extra clients per second (all processes together) that connect to a random
+    /// room, live 0.1-2 s and disconnect.
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+    /// Soak: fraction of the churning clients that send one message while connected.
+    #[arg(long, default_value_t = 0.5)]
+    pub churn_send: f64,
     /// Extra payload bytes per message (the header is about 25 bytes).
     #[arg(long, default_value_t = 0)]
     pub size: usize,
@@ -108,14 +131,54 @@ impl Args {
         if self.mode == Mode::Closed && self.window == 0 {
             return Err("--window must be at least 1".into());
         }
-        if self.mode == Mode::Rate && !(self.rate > 0.0 && self.rate.is_finite()) {
+        if self.mode.fixed_rate() && !(self.rate > 0.0 && self.rate.is_finite()) {
             return Err("--rate must be a positive number".into());
+        }
+        if self.mode == Mode::Soak && !(self.duration > 0.0 && self.duration.is_finite()) {
+            return Err("--duration must be a positive number".into());
+        }
+        if !(self.churn >= 0.0 && self.churn.is_finite()) {
+            return Err("--churn must be a number of clients per second, 0 or more".into());
+        }
+        if self.churn > 0.0 && self.mode != Mode::Soak {
+            return Err("--churn needs --mode soak".into());
+        }
+        if !(0.0..=1.0).contains(&self.churn_send) {
+            return Err("--churn-send must be between 0 and 1".into());
         }
         if !self.path.contains("{room}") && self.rooms > 1 {
             return Err("--path needs {room} when there are several rooms".into());
         }
         Ok(())
     }
+
+    /// Fills in what other flags imply: a soak run's senders each send as many messages as
+    /// fit in `--duration` at `--rate`, so every process (and every receiver) knows how
+    /// many to expect without asking the senders.
+    fn resolve(&mut self) {
+        if self.mode == Mode::Soak {
+            self.messages = soak_messages(self.duration, self.rate, self.senders);
+        }
+    }
+
+    /// The URL of room `room`.
+    pub fn room_url(&self, room: usize) -> String {
+        format!(
+            "{}{}",
+            self.url,
+            self.path.replace("{room}", &room.to_string())
+        )
+    }
+}
+
+/// Messages per sender in a soak run. Sender `g` of `senders` sends message `n` at
+/// `g / rate + n * senders / rate` seconds, so with `n < duration * rate / senders` every
+/// message is due before `duration`.
+fn soak_messages(duration: f64, rate: f64, senders: usize) -> u64 {
+    if senders == 0 {
+        return 0;
+    }
+    (duration * rate / senders as f64).floor() as u64
 }
 
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
@@ -142,13 +205,14 @@ fn raise_nofile_limit() -> u64 {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Err(e) = args.check() {
         eprintln!("chat-loadgen: {e}");
         return ExitCode::from(2);
     }
+    args.resolve();
     let nofile = raise_nofile_limit();
-    let per_proc = args.clients.div_ceil(args.procs) as u64;
+    let per_proc = (args.clients.div_ceil(args.procs) + churn::max_in_flight(&args)) as u64;
     if nofile != 0 && per_proc + 32 > nofile {
         eprintln!(
             "chat-loadgen: {per_proc} clients per process need more than the {nofile} open \
@@ -204,5 +268,46 @@ fn main() -> ExitCode {
             eprintln!("chat-loadgen: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn soak_senders_send_what_fits_in_the_duration() {
+        assert_eq!(soak_messages(60.0, 500.0, 50), 600);
+        assert_eq!(soak_messages(3.0, 100.0, 7), 42, "rounded down");
+        assert_eq!(soak_messages(3.0, 100.0, 0), 0, "no senders");
+        // The last message of the last sender is due before the end.
+        let (d, rate, senders) = (3.0, 100.0, 7usize);
+        let n = soak_messages(d, rate, senders);
+        let last = (senders - 1) as f64 / rate + (n - 1) as f64 * senders as f64 / rate;
+        assert!(last < d, "{last}");
+
+        let mut args = Args::parse_from([
+            "chat-loadgen",
+            "--mode",
+            "soak",
+            "--duration",
+            "10",
+            "--rate",
+            "20",
+            "--senders",
+            "4",
+        ]);
+        args.check().unwrap();
+        args.resolve();
+        assert_eq!(args.messages, 50);
+        let mut rate = Args::parse_from(["chat-loadgen", "--mode", "rate", "--messages", "7"]);
+        rate.resolve();
+        assert_eq!(rate.messages, 7, "only soak derives --messages");
+    }
+
+    #[test]
+    fn room_urls_fill_in_the_room() {
+        let args = Args::parse_from(["chat-loadgen", "--url", "ws://h:1"]);
+        assert_eq!(args.room_url(3), "ws://h:1/chat/r3");
     }
 }

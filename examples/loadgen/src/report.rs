@@ -1,5 +1,6 @@
 //! What a run measured: per worker process, and merged into the one JSON object printed.
 
+use crate::churn::ChurnStats;
 use crate::client::Reasons;
 use crate::{Args, Mode};
 use hdrhistogram::Histogram;
@@ -19,10 +20,15 @@ pub struct WorkerReport {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub notices: u64,
+    pub churn_messages: u64,
     pub unexpected: u64,
     pub disconnects: Reasons,
     pub t0_us: u64,
     pub last_delivery_us: u64,
+    /// When the load phase ended (senders done and drained), monotonic µs.
+    pub end_us: u64,
+    /// Soak: what this process's churning clients did.
+    pub churn: Option<ChurnStats>,
     /// Recorded latency buckets: (µs, count).
     pub latency_us: Vec<(u64, u64)>,
     pub cpu_seconds: f64,
@@ -47,6 +53,21 @@ pub struct Latency {
     pub p999: u64,
     pub max: u64,
     pub mean: f64,
+}
+
+/// A soak run's own figures.
+#[derive(Debug, Serialize)]
+pub struct Soak {
+    /// `--duration`: how long the senders send.
+    pub duration_s: f64,
+    /// From the start of the load to the end of the drain.
+    pub elapsed_s: f64,
+    /// `--churn`: churning clients per second asked for.
+    pub churn_rate: f64,
+    /// What the churning clients did.
+    pub churn: ChurnStats,
+    /// Churners' messages the steady clients received (counted, not checked).
+    pub churn_messages_received: u64,
 }
 
 /// The run's result, printed as one JSON object.
@@ -78,6 +99,9 @@ pub struct Report {
     /// Clients whose connection ended before the run did, by reason.
     pub disconnects: Reasons,
     pub loadgen_cpu_s: f64,
+    /// Soak runs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
 }
 
 fn add(into: &mut Reasons, from: &Reasons) {
@@ -95,6 +119,8 @@ impl Report {
         let mut sum = WorkerReport::default();
         let mut t0 = u64::MAX;
         let mut last = 0;
+        let mut end = 0;
+        let mut churn = ChurnStats::default();
         let mut connect_seconds: f64 = 0.0;
         for w in &workers {
             for &(v, n) in &w.latency_us {
@@ -111,6 +137,11 @@ impl Report {
             sum.duplicated += w.duplicated;
             sum.out_of_order += w.out_of_order;
             sum.notices += w.notices;
+            sum.churn_messages += w.churn_messages;
+            if let Some(c) = &w.churn {
+                churn.add(c);
+            }
+            end = end.max(w.end_us);
             sum.unexpected += w.unexpected;
             sum.cpu_seconds += w.cpu_seconds;
             connect_seconds = connect_seconds.max(w.connect_seconds);
@@ -149,7 +180,7 @@ impl Report {
             },
             messages_per_sender: args.messages,
             window: (args.mode == Mode::Closed).then_some(args.window),
-            rate: (args.mode == Mode::Rate).then_some(args.rate),
+            rate: args.mode.fixed_rate().then_some(args.rate),
             procs: args.procs,
             connect: Connect {
                 ok: sum.connected,
@@ -178,6 +209,17 @@ impl Report {
             unexpected: sum.unexpected,
             disconnects,
             loadgen_cpu_s: sum.cpu_seconds,
+            soak: (args.mode == Mode::Soak).then(|| Soak {
+                duration_s: args.duration,
+                elapsed_s: if t0 != u64::MAX && end > t0 {
+                    (end - t0) as f64 / 1e6
+                } else {
+                    0.0
+                },
+                churn_rate: args.churn,
+                churn,
+                churn_messages_received: sum.churn_messages,
+            }),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::client::{self, now_us, ClientStats, Identity, Phase, Reasons, Shared};
 use crate::report::{cpu_seconds, Report, WorkerReport};
-use crate::{Args, Mode};
+use crate::{churn, Args, Mode};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::cell::{Cell, RefCell};
 use std::io::Write as _;
@@ -13,13 +13,18 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, LocalSet};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The barriers every worker passes, in order.
 const BARRIERS: [&str; 3] = ["connected", "synced", "done"];
 
-/// Printed on stderr once every client has joined (idle mode: the moment to measure).
+/// Printed on stderr once every client has joined (idle and soak modes: the moment to
+/// start measuring).
 const READY: &str = "chat-loadgen: ready";
+
+/// Whether the run announces [`READY`].
+fn says_ready(mode: Mode) -> bool {
+    matches!(mode, Mode::Idle | Mode::Soak)
+}
 
 /// How a worker waits at barriers.
 pub enum Control {
@@ -79,9 +84,6 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
 
     // Connect, paced and with a bounded number of handshakes in flight.
     let connect_started = now_us();
-    let config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0);
     let sem = std::sync::Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
     let pace = Duration::from_secs_f64(args.procs as f64 / args.connect_rate.max(1.0));
     let timeout = Duration::from_secs_f64(args.connect_timeout);
@@ -98,8 +100,7 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let room = (i % args.rooms).to_string();
-        let url = format!("{}{}", args.url, args.path.replace("{room}", &room));
+        let url = args.room_url(i % args.rooms);
         let (sh, errors, resolved, expected) = (
             sh.clone(),
             errors.clone(),
@@ -108,26 +109,22 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
         );
         let me = Identity::new(&args, i);
         handles.push(tokio::task::spawn_local(async move {
-            let attempt = tokio::time::timeout(
-                timeout,
-                tokio_tungstenite::connect_async_with_config(url, Some(config), true),
-            )
-            .await;
+            let attempt = client::connect(&url, timeout).await;
             drop(permit);
             resolved.set(resolved.get() + 1);
             sh.progress.notify_one();
-            let reason = match attempt {
-                Ok(Ok((ws, _response))) => {
+            match attempt {
+                Ok(ws) => {
                     sh.connected.set(sh.connected.get() + 1);
                     sh.room_clients.borrow_mut()[me.room] += 1;
                     expected.set(expected.get() + me.room_senders as u64 * sh.args.messages);
-                    return Some(client::run(ws, me, sh).await);
+                    Some(client::run(ws, me, sh).await)
                 }
-                Ok(Err(e)) => client::reason(&e),
-                Err(_) => "connect timeout".to_string(),
-            };
-            *errors.borrow_mut().entry(reason).or_default() += 1;
-            None
+                Err(reason) => {
+                    *errors.borrow_mut().entry(reason).or_default() += 1;
+                    None
+                }
+            }
         }));
     }
     wait_for(&sh, timeout + Duration::from_secs(1), || {
@@ -151,25 +148,43 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
         ));
     }
     control.barrier("synced", &mut stdin).await?;
-
-    if args.mode == Mode::Idle {
+    if says_ready(args.mode) {
         if let Control::Alone = control {
             eprintln!("{READY}");
         }
+    }
+
+    let mut churn_stats = None;
+    let mut end_us = 0;
+    if args.mode == Mode::Idle {
         tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     } else {
         let t0 = now_us();
         sh.t0_us.set(t0);
         sh.phase.send_replace(Phase::Go);
+        // Soak: the senders' last messages are due before `--duration` is up, and the
+        // run lasts at least that long even when nobody sends; churn goes on until then.
+        let (min_end_us, churn) = if args.mode == Mode::Soak {
+            let until = t0 + (args.duration * 1e6) as u64;
+            let churn = tokio::task::spawn_local(churn::run(sh.clone(), k, until));
+            (until, Some(churn))
+        } else {
+            (t0, None)
+        };
         let drain_us = (args.drain_timeout * 1e6) as u64;
         let mut bar: Option<ProgressBar> = None;
         loop {
-            if sh.done.get() >= sh.connected.get() {
-                break;
-            }
-            let quiet = now_us().saturating_sub(sh.last_delivery_us.get().max(t0));
-            if quiet > drain_us {
-                break;
+            let now = now_us();
+            if now >= min_end_us {
+                if sh.done.get() >= sh.connected.get() {
+                    break;
+                }
+                // Stop waiting `--drain-timeout` after the last delivery (or the end of
+                // sending, whichever is later).
+                let quiet = now.saturating_sub(sh.last_delivery_us.get().max(min_end_us));
+                if quiet > drain_us {
+                    break;
+                }
             }
             tokio::select! {
                 () = sh.progress.notified() => {}
@@ -194,6 +209,10 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        end_us = now_us();
+        if let Some(churn) = churn {
+            churn_stats = Some(churn.await.map_err(|e| format!("churn task failed: {e}"))?);
+        }
     }
     control.barrier("done", &mut stdin).await?;
 
@@ -207,6 +226,8 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
         deliveries: sh.deliveries.get(),
         t0_us: sh.t0_us.get(),
         last_delivery_us: sh.last_delivery_us.get(),
+        end_us,
+        churn: churn_stats,
         ..WorkerReport::default()
     };
     for handle in handles {
@@ -221,6 +242,7 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
         report.duplicated += stats.duplicated;
         report.out_of_order += stats.out_of_order;
         report.notices += stats.notices;
+        report.churn_messages += stats.churn_messages;
         report.unexpected += stats.unexpected;
         if let Some(reason) = stats.disconnect {
             *report.disconnects.entry(reason).or_default() += 1;
@@ -269,7 +291,7 @@ pub async fn parent(args: Args) -> Result<Report, String> {
                 .await
                 .map_err(|e| format!("a worker went away: {e}"))?;
         }
-        if name == "synced" && args.mode == Mode::Idle {
+        if name == "synced" && says_ready(args.mode) {
             eprintln!("{READY}");
         }
     }

@@ -1,5 +1,6 @@
 //! Runs the real `chat-loadgen` binary against the real chat server on an ephemeral port and
-//! checks its JSON: every mode, several rooms, several processes, and a refused connection.
+//! checks its JSON: every mode, several rooms, several processes, a soak run with churn, and
+//! a refused connection.
 
 use serde_json::Value;
 use std::process::Command;
@@ -125,6 +126,55 @@ fn every_mode_delivers_everything_in_order() {
 }
 
 #[test]
+fn soak_keeps_steady_clients_whole_while_others_come_and_go() {
+    let (addr, shutdown) = start_server();
+    let url = format!("ws://{addr}");
+    // 3 s: 30 clients in 3 rooms, 6 senders at 60 messages/s in total (30 each), and 20
+    // churning clients per second over two processes.
+    let r = loadgen(&[
+        "--url",
+        &url,
+        "--mode",
+        "soak",
+        "--duration",
+        "3",
+        "--clients",
+        "30",
+        "--rooms",
+        "3",
+        "--senders",
+        "6",
+        "--rate",
+        "60",
+        "--churn",
+        "20",
+        "--procs",
+        "2",
+    ]);
+    // Each room has 10 clients and 2 senders of 30 messages.
+    assert_clean(&r, 3 * 10 * 2 * 30);
+    assert_eq!(r["sent"], 180, "{r}");
+    assert_eq!(r["messages_per_sender"], 30, "{r}");
+    let soak = &r["soak"];
+    assert_eq!(soak["duration_s"], 3.0, "{r}");
+    assert!(soak["elapsed_s"].as_f64().unwrap() >= 3.0, "{r}");
+    let churn = &soak["churn"];
+    let ok = churn["connects_ok"].as_u64().unwrap();
+    assert!(ok > 0, "{r}");
+    assert_eq!(churn["connects_failed"], 0, "{r}");
+    assert_eq!(churn["attempted"], ok, "{r}");
+    assert_eq!(churn["abandoned"], 0, "{r}");
+    assert_eq!(churn["ended_early"], serde_json::json!({}), "{r}");
+    // Churners leaving are notices; their messages are counted, not unexpected.
+    assert!(r["notices"].as_u64().unwrap() > 0, "{r}");
+    if churn["messages_sent"].as_u64().unwrap() > 0 {
+        assert!(soak["churn_messages_received"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(r["loadgen_cpu_s"].as_f64().unwrap() > 0.0, "{r}");
+    shutdown.shutdown();
+}
+
+#[test]
 fn refused_connections_are_reported_not_hidden() {
     // A port nobody listens on: bind one, then free it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -162,6 +212,10 @@ fn bad_arguments_are_refused_with_exit_code_2() {
         &["--clients", "2", "--rooms", "3"],
         &["--clients", "2", "--senders", "3"],
         &["--mode", "rate", "--rate", "0"],
+        &["--mode", "soak", "--duration", "0"],
+        &["--mode", "soak", "--churn", "-1"],
+        &["--mode", "rate", "--churn", "5"],
+        &["--mode", "soak", "--churn-send", "2"],
         &["--rooms", "2", "--clients", "4", "--path", "/fixed"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_chat-loadgen"))
