@@ -169,8 +169,9 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
                 let _ = tokio::time::timeout(CLOSE_WAIT, ws.get_mut().write_all(rest)).await;
             }
         }
+        let peer_closed = unsent.peer_closed;
         drop(unsent);
-        close(&mut ws, &control).await;
+        close(&mut ws, &control, peer_closed).await;
         linger(ws.get_mut()).await;
     })
     .await;
@@ -215,8 +216,13 @@ async fn serve(
                         control.close(CloseCode::Unsupported, "binary frames are not supported");
                         return Ok(());
                     }
-                    // Pings are answered by tungstenite; pongs count as activity; a close
-                    // is answered on the next read, which then ends the stream.
+                    // The client closes: tungstenite has queued the reply, which must be
+                    // the last frame we send, so stop here and let `close` flush it.
+                    Some(Ok(Message::Close(_))) => {
+                        unsent.peer_closed = true;
+                        return Ok(());
+                    }
+                    // Pings are answered by tungstenite; pongs count as activity.
                     Some(Ok(_)) => {}
                     Some(Err(err)) => {
                         if let Some((code, reason)) = close_code_for(&err) {
@@ -232,12 +238,15 @@ async fn serve(
     }
 }
 
-/// Frames taken from the outbox and not yet fully written.
+/// What the connection still owes the client when it stops: frames taken from the outbox
+/// and not yet fully written, and whether the client already closed.
 #[derive(Default)]
 struct Unsent {
     frames: VecDeque<Bytes>,
     /// The first frame is partly written (its written bytes already removed).
     partial: bool,
+    /// The client sent a close frame; only the reply may follow.
+    peer_closed: bool,
 }
 
 /// Writes ready-made frames straight to the socket, as many per `writev` as fit.
@@ -282,11 +291,14 @@ async fn write_frames(ws: &mut Ws, unsent: &mut Unsent) -> Result<(), WsError> {
     Ok(())
 }
 
-/// Sends the close frame (the reason in `control`, or 1001 at shutdown) unless the client
-/// already closed, then waits briefly for the client's close reply.
-async fn close(ws: &mut Ws, control: &Control) {
+/// Ends the WebSocket, bounded by [`CLOSE_WAIT`]: if the client closed, sends tungstenite's
+/// queued reply (and nothing after it); otherwise sends our close frame (the reason in
+/// `control`, or 1001 at shutdown) and waits for the client's reply.
+async fn close(ws: &mut Ws, control: &Control, peer_closed: bool) {
     let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        if ws.send(Message::Close(Some(control.frame()))).await.is_ok() {
+        if peer_closed {
+            let _ = ws.flush().await;
+        } else if ws.send(Message::Close(Some(control.frame()))).await.is_ok() {
             while let Some(Ok(_)) = ws.next().await {}
         }
     })
