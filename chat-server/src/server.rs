@@ -55,6 +55,23 @@ pub struct IpSlot {
 }
 
 impl Shared {
+    /// Fresh state for a server started with `config`: no rooms, no connections.
+    pub(crate) fn new(config: Config) -> Shared {
+        let metrics = Arc::new(Metrics::default());
+        Shared {
+            hub: Hub::new(config.room_config(), config.max_rooms, metrics.clone()),
+            slots: Arc::new(Semaphore::new(
+                config.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            config,
+            metrics,
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            next_conn: AtomicU64::new(1),
+            per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Takes a slot for `ip` unless it has `--max-connections-per-ip` already (0: no limit).
     pub fn try_acquire_ip(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let limit = self.config.max_connections_per_ip;
@@ -137,19 +154,7 @@ impl Server {
             _ => None,
         };
         let listener = TcpListener::bind((config.bind, config.port)).await?;
-        let metrics = Arc::new(Metrics::default());
-        let shared = Arc::new(Shared {
-            hub: Hub::new(config.room_config(), config.max_rooms, metrics.clone()),
-            slots: Arc::new(Semaphore::new(
-                config.max_connections.min(Semaphore::MAX_PERMITS),
-            )),
-            config,
-            metrics,
-            shutdown: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            next_conn: AtomicU64::new(1),
-            per_ip: Mutex::new(HashMap::new()),
-        });
+        let shared = Arc::new(Shared::new(config));
         Ok(Server {
             listener,
             shared,
@@ -242,9 +247,9 @@ async fn sweep_until_shutdown(shared: Arc<Shared>) {
 
 /// The router, handing every request the client's address as axum's `ConnectInfo`.
 #[derive(Clone)]
-struct WithPeer {
-    router: axum::Router,
-    peer: SocketAddr,
+pub(crate) struct WithPeer {
+    pub(crate) router: axum::Router,
+    pub(crate) peer: SocketAddr,
 }
 
 impl tower::Service<hyper::Request<hyper::body::Incoming>> for WithPeer {
@@ -289,7 +294,7 @@ async fn serve_tcp(
 }
 
 /// HTTP/1 on one connection until (maybe) a WebSocket upgrade takes it over.
-async fn serve_http<I>(
+pub(crate) async fn serve_http<I>(
     stream: I,
     peer: SocketAddr,
     service: TowerToHyperService<WithPeer>,
