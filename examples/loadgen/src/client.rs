@@ -300,7 +300,27 @@ struct Run<'a> {
     pad: String,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A client that expects `expected` load messages and pads its own with `pad`.
+    fn new(sh: &'a Shared, me: Identity, expected: u64, pad: String) -> Run<'a> {
+        Run {
+            sh,
+            me,
+            stats: ClientStats {
+                expected,
+                ..ClientStats::default()
+            },
+            order: Order {
+                next: vec![0; me.room_senders],
+                missing: BTreeSet::new(),
+            },
+            done: false,
+            synced: false,
+            sent: 0,
+            pad,
+        }
+    }
+
     fn on_text(&mut self, text: &str) {
         let Some((_, body)) = text.split_once(": ") else {
             if text.starts_with(" .... ") {
@@ -397,22 +417,7 @@ pub async fn run(mut ws: Ws, me: Identity, sh: Rc<Shared>) -> ClientStats {
     } else {
         String::new()
     };
-    let mut run = Run {
-        sh: &sh,
-        me,
-        stats: ClientStats {
-            expected,
-            ..ClientStats::default()
-        },
-        order: Order {
-            next: vec![0; me.room_senders],
-            missing: BTreeSet::new(),
-        },
-        done: false,
-        synced: false,
-        sent: 0,
-        pad,
-    };
+    let mut run = Run::new(&sh, me, expected, pad);
     let is_leader = me.index == me.room;
     let mut next_sync_us = 0;
     let mut started = false;
@@ -586,22 +591,7 @@ mod tests {
         let a = args(&["--clients", "2", "--senders", "2", "--messages", "5"]);
         let sh = Shared::new(a.clone());
         let me = Identity::new(&a, 1);
-        let mut run = Run {
-            sh: &sh,
-            me,
-            stats: ClientStats {
-                expected: 10,
-                ..ClientStats::default()
-            },
-            order: Order {
-                next: vec![0; me.room_senders],
-                missing: BTreeSet::new(),
-            },
-            done: false,
-            synced: false,
-            sent: 0,
-            pad: String::new(),
-        };
+        let mut run = Run::new(&sh, me, 10, String::new());
         let t = now_us();
         for (slot, seq) in [(0, 0), (0, 1), (0, 3), (0, 2), (0, 2), (1, 0), (0, 4)] {
             run.on_text(&format!("user-1: {}", load_text(slot, seq, t, "")));
