@@ -1,10 +1,13 @@
 //! Room configuration: which features are on and which limits apply.
 //!
-//! A config is plain data; it never changes after [`Room::new`](crate::Room::new).
+//! A config is plain data; it never changes after [`Room::new`](crate::Room::new). It is
+//! serializable because it is part of a [`RoomSnapshot`](crate::RoomSnapshot).
+
+use serde::{Deserialize, Serialize};
 
 /// How a [`Room`](crate::Room) behaves. Start from [`RoomConfig::default`] (every feature on) or
 /// [`RoomConfig::seed`] (the tutorial's exact behaviour) and change fields as needed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomConfig {
     /// Send the joiner a welcome line (` .... you are NICK ...`).
     pub welcome: bool,
@@ -29,7 +32,7 @@ pub struct RoomConfig {
 /// input costs work too, so a flood of it is limited like any other). Arithmetic is exact
 /// (integer milli-tokens), so a room stays deterministic. A member's bucket starts full when
 /// it joins; limiting reconnect floods is the shell's job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RateLimit {
     /// Bucket capacity: how many messages may be sent back to back.
     pub burst: u32,

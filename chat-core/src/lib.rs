@@ -31,6 +31,13 @@
 //! assert!(room.poll_output().is_none());
 //! ```
 //!
+//! # Replication
+//!
+//! [`Room::snapshot`] returns the whole room as plain serde data, a [`RoomSnapshot`];
+//! [`Room::restore`] validates one (it may come from the network) and rebuilds a room that
+//! behaves exactly like the original. A replica that starts late restores the latest snapshot,
+//! then applies the inputs logged after it, each with its original `now_ms`.
+//!
 //! [`RoomConfig::seed`] reproduces the tutorial this project grew from byte for byte;
 //! [`RoomConfig::default`] adds a welcome line, join notices, `/commands` and history.
 #![forbid(unsafe_code)]
@@ -47,7 +54,7 @@ pub use config::{RateLimit, RoomConfig};
 pub use error::Error;
 pub use nick::{is_valid as is_valid_nick, Nick, MAX_NICK_LEN, RANDOM_NICK_SPACE};
 pub use output::{Audience, Output, OutputKind, WELCOME_LIST_MAX};
-pub use room::{ConnId, Input, Room};
+pub use room::{ConnId, Input, Room, RoomSnapshot, SnapshotError};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,25 @@ impl TokenBucket {
         }
     }
 
+    /// The bucket as plain numbers, `(milli_tokens, last_ms)`, for a snapshot.
+    pub(crate) fn to_parts(&self) -> (u64, u64) {
+        (self.milli_tokens, self.last_ms)
+    }
+
+    /// A bucket from [`to_parts`](Self::to_parts); `None` if it holds more than `limit` ever
+    /// lets it hold (no limit keeps buckets empty: they are never consulted).
+    pub(crate) fn from_parts(
+        limit: Option<RateLimit>,
+        milli_tokens: u64,
+        last_ms: u64,
+    ) -> Option<Self> {
+        let capacity = limit.map_or(0, |l| u64::from(l.burst) * MILLI);
+        (milli_tokens <= capacity).then_some(TokenBucket {
+            milli_tokens,
+            last_ms,
+        })
+    }
+
     /// Takes one token if there is one. Time that runs backwards refills nothing.
     pub(crate) fn try_take(&mut self, limit: Option<RateLimit>, now_ms: u64) -> bool {
         let Some(limit) = limit else { return true };

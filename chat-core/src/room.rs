@@ -13,6 +13,10 @@ use crate::output::{Body, WELCOME_LIST_MAX};
 use crate::rate::TokenBucket;
 use crate::{Audience, Error, Nick, Output, RoomConfig};
 
+// A child module so that snapshot and restore see the room's private fields.
+mod snapshot;
+pub use snapshot::{RoomSnapshot, SnapshotError};
+
 /// Identifies a connection. The caller chooses the numbers; the room only compares them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
@@ -53,6 +57,13 @@ struct Member {
     bucket: TokenBucket,
 }
 
+/// Whether `text` holds a C0 control character other than tab and newline. Shared by input
+/// checks and snapshot validation so that a restored room holds only text it would accept.
+#[inline]
+fn has_control_characters(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 && b != b'\t' && b != b'\n')
+}
+
 /// Random draws before the room probes the `user-N` space in order.
 const RANDOM_NICK_DRAWS: u32 = 16;
 
@@ -66,7 +77,9 @@ const ECHO_COMMAND_MAX: usize = 32;
 /// - input: [`Room::handle`]`(now_ms, `[`Input`]`)`, which applies one join, message or leave;
 /// - output: [`Room::poll_output`], which hands out queued [`Output`]s one at a time;
 /// - getters (`&self`): [`Room::nick`], [`Room::members`], [`Room::member_count`],
-///   [`Room::last_seq`], [`Room::config`], ...
+///   [`Room::last_seq`], [`Room::config`], ...;
+/// - replication: [`Room::snapshot`] captures the whole state as plain, serializable data and
+///   [`Room::restore`] validates it and rebuilds a room that behaves exactly the same.
 ///
 /// **Drive contract.** Feed one input, then call `poll_output` until it returns `None`,
 /// delivering each output to its [`Audience`] as the room's membership stands *now*. Time is
@@ -291,7 +304,7 @@ impl Room {
             );
             return self.refuse(conn, Error::MessageTooLong, Some(reason));
         }
-        if text.bytes().any(|b| b < 0x20 && b != b'\t' && b != b'\n') {
+        if has_control_characters(text) {
             return self.refuse(conn, Error::ControlCharacter, None);
         }
         if text.trim().is_empty() {

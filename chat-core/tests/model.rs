@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chat_core::{
-    Audience, ConnId, Error, Input, Output, OutputKind, RateLimit, Room, RoomConfig,
+    Audience, ConnId, Error, Input, Output, OutputKind, RateLimit, Room, RoomConfig, RoomSnapshot,
     WELCOME_LIST_MAX,
 };
 use proptest::prelude::*;
@@ -1015,7 +1015,7 @@ fn drain(room: &mut Room) -> Vec<Output> {
 }
 
 /// The room's observable state after a step.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct RoomView {
     members: Vec<(u64, String)>,
     nick_of: Vec<(u64, Option<String>)>,
@@ -1788,5 +1788,135 @@ proptest! {
                 before = after;
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot and restore
+// ---------------------------------------------------------------------------------------------
+
+/// `room`'s snapshot, restored after a serde_json round trip (as the server replicates it).
+fn restore_through_json(room: &Room) -> Result<Room, TestCaseError> {
+    let snapshot = room.snapshot();
+    let json = serde_json::to_string(&snapshot).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let decoded: RoomSnapshot =
+        serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(&decoded, &snapshot);
+    let restored = Room::restore(decoded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(restored.snapshot(), snapshot);
+    Ok(restored)
+}
+
+fn rendered(outputs: &[Output]) -> Vec<String> {
+    outputs.iter().map(ToString::to_string).collect()
+}
+
+/// Drains both rooms and checks they had queued the same outputs.
+fn drain_both(a: &mut Room, b: &mut Room) -> Result<(), TestCaseError> {
+    let (out_a, out_b) = (drain(a), drain(b));
+    prop_assert_eq!(&out_a, &out_b);
+    prop_assert_eq!(rendered(&out_a), rendered(&out_b));
+    Ok(())
+}
+
+/// Feeds `ops` to both rooms from time `*now` and checks, after every input, that they return
+/// the same result, queue the same outputs and agree on every getter.
+fn drive_in_lockstep(
+    a: &mut Room,
+    b: &mut Room,
+    now: &mut u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    for op in ops {
+        *now = tick(*now, op.clock);
+        let calls = resolve(&op.action, a);
+        prop_assert_eq!(&calls, &resolve(&op.action, b));
+        for call in calls {
+            let result = a.handle(*now, call.input());
+            prop_assert_eq!(result, b.handle(*now, call.input()), "{:?}", call);
+            drain_both(a, b)?;
+            prop_assert_eq!(RoomView::of(a), RoomView::of(b));
+            for name in NICK_SAMPLES {
+                prop_assert_eq!(a.conn_of(name), b.conn_of(name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Feeds `ops` from time `*now` without draining, so every output stays queued.
+fn feed(room: &mut Room, now: &mut u64, ops: &[Op]) {
+    for op in ops {
+        *now = tick(*now, op.clock);
+        for call in resolve(&op.action, room) {
+            let _ = room.handle(*now, call.input());
+        }
+    }
+}
+
+/// Cases per snapshot property: each runs two op sequences and compares two rooms at every
+/// step, so fewer cases keep it near the cost of one model property.
+const SNAPSHOT_CASES: u32 = CASES / 2;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(SNAPSHOT_CASES))]
+
+    /// A room restored from a snapshot (through JSON) taken after inputs `a`, drained, then fed
+    /// inputs `b` side by side with the original, gives the same results, outputs (values and
+    /// text) and getters after every step.
+    #[test]
+    fn a_restored_room_behaves_exactly_like_the_original(
+        cfg in config(), seed in any::<u64>(), start in start_time(), a in ops(), b in ops(),
+    ) {
+        let mut original = Room::new(cfg, seed);
+        let mut now = start;
+        drive(&mut original, &mut now, &a);
+        let mut restored = restore_through_json(&original)?;
+        prop_assert_eq!(RoomView::of(&original), RoomView::of(&restored));
+        drive_in_lockstep(&mut original, &mut restored, &mut now, &b)?;
+    }
+
+    /// The same with nothing drained before the snapshot: every output of `a` is still queued
+    /// and comes out of the restored room identically.
+    #[test]
+    fn a_restored_room_delivers_the_outputs_that_were_pending(
+        cfg in config(), seed in any::<u64>(), start in start_time(), a in ops(), b in ops(),
+    ) {
+        let mut original = Room::new(cfg, seed);
+        let mut now = start;
+        feed(&mut original, &mut now, &a);
+        let mut restored = restore_through_json(&original)?;
+        prop_assert_eq!(original.pending_outputs(), restored.pending_outputs());
+        drain_both(&mut original, &mut restored)?;
+        drive_in_lockstep(&mut original, &mut restored, &mut now, &b)?;
+    }
+
+}
+
+proptest! {
+    // Hostile runs hold hundreds of members and 80 KB texts, so they get fewer cases still.
+    #![proptest_config(ProptestConfig::with_cases(SNAPSHOT_CASES / 2))]
+
+    /// Hostile configs and inputs (extreme limits and ids, 70 joins at once, time jumping to
+    /// `u64::MAX` and back) snapshot and restore exactly too, pending outputs included.
+    #[test]
+    fn hostile_rooms_restore_exactly(
+        cfg in hostile_config(),
+        seed in any::<u64>(),
+        start in any::<u64>(),
+        a in hostile_ops(),
+        b in hostile_ops(),
+        drain_first in any::<bool>(),
+    ) {
+        let mut original = Room::new(cfg, seed);
+        let mut now = start;
+        if drain_first {
+            drive(&mut original, &mut now, &a);
+        } else {
+            feed(&mut original, &mut now, &a);
+        }
+        let mut restored = restore_through_json(&original)?;
+        drain_both(&mut original, &mut restored)?;
+        drive_in_lockstep(&mut original, &mut restored, &mut now, &b)?;
     }
 }
