@@ -101,9 +101,36 @@ pub struct Config {
     #[arg(long, env = "CHAT_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// Share rooms with other chat-server processes through this Redis server
+    /// (e.g. redis://127.0.0.1:6379/). Unset: this process is on its own.
+    #[arg(long, env = "CHAT_REDIS")]
+    pub redis: Option<String>,
+
+    /// This node's name in logs, `/healthz` and Redis (with `--redis`); default random.
+    #[arg(long, env = "CHAT_NODE_ID", value_parser = parse_node_id)]
+    pub node_id: Option<String>,
+
+    /// With `--redis`: a node silent in Redis this long is dead, and the others announce that
+    /// its members left.
+    #[arg(long, env = "CHAT_NODE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub node_timeout: Duration,
+
     /// How long shutdown waits for clients to acknowledge the 1001 close.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+/// Node names are 1-64 of `[A-Za-z0-9_.-]`, so they are safe in logs and Redis values.
+fn parse_node_id(name: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("use 1-64 of A-Z a-z 0-9 _ - .".to_owned())
+    }
 }
 
 impl Config {

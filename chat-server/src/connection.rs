@@ -146,7 +146,7 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
         nick: hs.nick.as_deref(),
         since: hs.since,
     };
-    let room = shared.hub.join(conn, peer, request);
+    let room = shared.hub.join(conn, peer, request).await;
     tracing::debug!(?conn, room = %hs.room, format = ?hs.format, joined = room.is_some(), "connected");
     // The room keeps its own copy of the name; free ours for the connection's lifetime.
     drop(hs);
@@ -157,7 +157,7 @@ pub async fn run(upgraded: Upgraded, shared: Arc<Shared>, conn: ConnId, hs: Hand
         {
             tracing::debug!(?conn, %err, "connection failed");
         }
-        shared.hub.leave(room, conn);
+        shared.hub.leave(room, conn).await;
     }
     outbox.close();
     // Boxed: the closing steps run once, so they should not widen every connection's future.
@@ -210,7 +210,7 @@ async fn serve(
                 match next {
                     Some(Ok(Message::Text(text))) => {
                         shared.metrics.messages_in.inc();
-                        shared.hub.message(room, conn, text.as_str());
+                        shared.hub.message(room, conn, text.as_str()).await;
                     }
                     Some(Ok(Message::Binary(_))) => {
                         control.close(CloseCode::Unsupported, "binary frames are not supported");

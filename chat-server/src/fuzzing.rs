@@ -26,7 +26,7 @@ pub async fn serve_one<IO>(io: IO, peer: SocketAddr, config: Config)
 where
     IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let shared = Arc::new(Shared::new(config));
+    let shared = Arc::new(Shared::new(config, None));
     // The listener's own per-connection path: the router with the client's address, then
     // hyper with the same settings.
     let service = TowerToHyperService::new(WithPeer {

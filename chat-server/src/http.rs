@@ -3,7 +3,6 @@
 //! origins (403) and a full server (503).
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
@@ -12,7 +11,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chat_core::ConnId;
 use serde::Deserialize;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -65,8 +63,17 @@ async fn room(
     page_or_upgrade(shared, room, query, req)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// `ok`, or 503 while a replicated node cannot reach Redis (so a load balancer sends new
+/// clients to a node that can serve them).
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.hub.cluster() {
+        Some(cluster) if !cluster.is_healthy() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("redis unavailable (node {})\n", cluster.name),
+        )
+            .into_response(),
+        _ => "ok\n".into_response(),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -208,7 +215,7 @@ fn upgrade(shared: Arc<Shared>, room: String, query: JoinParams, mut req: Reques
     let accept = derive_accept_key(key.map(HeaderValue::as_bytes).unwrap_or_default());
     let on_upgrade = hyper::upgrade::on(&mut req);
 
-    let conn = ConnId(shared.next_conn.fetch_add(1, Ordering::Relaxed));
+    let conn = shared.conn_id();
     let handshake = Handshake {
         room,
         nick: query.nick,

@@ -5,22 +5,28 @@
 //! lock, so every member sees one order. Nothing here awaits: queues are filled with
 //! `try_send`, and a member whose queue is full is disconnected (1008) and leaves the room,
 //! rather than being buffered without bound or silently skipped.
+//!
+//! With `--redis` (see [`crate::cluster`]) rooms are replicated: local inputs are appended to
+//! the room's log in Redis instead of being handled here, and the log, read back in order by
+//! [`read_logs`], drives every node's copy of the room. Delivery is the same in both modes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chat_core::{Audience, ConnId, Error, Input, Room, RoomConfig};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{self, Cluster, EntryId, LogEntry, LogInput, Snapshot, Unavailable};
 use crate::connection::Control;
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, PushError};
-use crate::wire::{Encoded, Format};
+use crate::wire::{self, Encoded, Format};
 
 /// The sending half of a connection, as the room sees it.
 pub struct Peer {
@@ -54,12 +60,16 @@ pub struct Hub {
     started: Instant,
     /// Set at shutdown: every member is being closed, and late joiners are closed at once.
     closing: AtomicBool,
+    /// Set with `--redis`: rooms are replicated through Redis.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// One room and its members' queues.
 pub struct RoomCell {
     name: Arc<str>,
     state: Mutex<RoomState>,
+    /// Replicated rooms: held while the room is loaded from Redis.
+    boot: tokio::sync::Mutex<()>,
 }
 
 struct RoomState {
@@ -67,11 +77,33 @@ struct RoomState {
     peers: FxHashMap<ConnId, Peer>,
     /// Set when the room was dropped from the hub; a joiner that raced with it retries.
     closed: bool,
+    /// Replicated rooms: local connections whose join is in the log but not yet applied.
+    joining: FxHashMap<ConnId, Peer>,
+    /// Replicated rooms: how far this copy has applied the log; `None` until loaded.
+    log: Option<LogPosition>,
 }
+
+/// The last log entry applied to a room copy, and how many have been.
+#[derive(Clone, Copy)]
+struct LogPosition {
+    last: EntryId,
+    applied: u64,
+}
+
+/// Some members of one room.
+type RoomMembers = (Arc<str>, Vec<ConnId>);
+
+/// The close reason for a connection refused because Redis cannot be reached.
+const UNAVAILABLE: &str = "temporarily unavailable";
 
 impl Hub {
     /// An empty hub whose rooms use `config`.
-    pub fn new(config: RoomConfig, max_rooms: usize, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(
+        config: RoomConfig,
+        max_rooms: usize,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Hub {
         Hub {
             rooms: Mutex::new(HashMap::new()),
             config,
@@ -79,7 +111,13 @@ impl Hub {
             metrics,
             started: Instant::now(),
             closing: AtomicBool::new(false),
+            cluster,
         }
+    }
+
+    /// The Redis side, when rooms are replicated.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// The core's clock: milliseconds since the hub started (monotonic).
@@ -88,37 +126,58 @@ impl Hub {
     }
 
     /// Adds `conn` to a room (created on first use) and delivers the join's outputs.
-    /// On refusal (room full) the connection has been sent the error line and closed.
-    pub fn join(&self, conn: ConnId, peer: Peer, req: JoinRequest<'_>) -> Option<Arc<RoomCell>> {
+    /// On refusal (room full, too many rooms, Redis unavailable) the connection has been
+    /// closed with a reason.
+    pub async fn join(
+        &self,
+        conn: ConnId,
+        peer: Peer,
+        req: JoinRequest<'_>,
+    ) -> Option<Arc<RoomCell>> {
+        match &self.cluster {
+            None => self.join_local(conn, peer, req),
+            // Boxed: only replicated joins need the Redis round trips' state.
+            Some(cluster) => Box::pin(self.join_replicated(cluster, conn, peer, req)).await,
+        }
+    }
+
+    /// The room cell for `name`, created (empty, not loaded) on first use; `None` when that
+    /// would exceed `--max-rooms`.
+    fn cell(&self, name: &str) -> Option<Arc<RoomCell>> {
+        let mut rooms = self.rooms.lock();
+        if let Some(cell) = rooms.get(name) {
+            return Some(cell.clone());
+        }
+        if rooms.len() >= self.max_rooms {
+            drop(rooms);
+            self.metrics.reject("max_rooms");
+            return None;
+        }
+        let name: Arc<str> = name.into();
+        let cell = Arc::new(RoomCell {
+            name: name.clone(),
+            state: Mutex::new(RoomState {
+                room: Room::new(self.config.clone(), rand::random()),
+                peers: FxHashMap::default(),
+                closed: false,
+                joining: FxHashMap::default(),
+                log: None,
+            }),
+            boot: tokio::sync::Mutex::new(()),
+        });
+        rooms.insert(name, cell.clone());
+        self.metrics.rooms.set(rooms.len() as i64);
+        Some(cell)
+    }
+
+    fn join_local(&self, conn: ConnId, peer: Peer, req: JoinRequest<'_>) -> Option<Arc<RoomCell>> {
         let mut peer = Some(peer);
         loop {
-            let cell = {
-                let mut rooms = self.rooms.lock();
-                match rooms.get(req.room) {
-                    Some(cell) => cell.clone(),
-                    None if rooms.len() >= self.max_rooms => {
-                        drop(rooms);
-                        self.metrics.reject("max_rooms");
-                        if let Some(peer) = peer.take() {
-                            peer.control.close(CloseCode::Again, "too many rooms");
-                        }
-                        return None;
-                    }
-                    None => {
-                        let name: Arc<str> = req.room.into();
-                        let cell = Arc::new(RoomCell {
-                            name: name.clone(),
-                            state: Mutex::new(RoomState {
-                                room: Room::new(self.config.clone(), rand::random()),
-                                peers: FxHashMap::default(),
-                                closed: false,
-                            }),
-                        });
-                        rooms.insert(name, cell.clone());
-                        self.metrics.rooms.set(rooms.len() as i64);
-                        cell
-                    }
+            let Some(cell) = self.cell(req.room) else {
+                if let Some(peer) = peer.take() {
+                    peer.control.close(CloseCode::Again, "too many rooms");
                 }
+                return None;
             };
             let mut state = cell.state.lock();
             if state.closed {
@@ -154,25 +213,297 @@ impl Hub {
         }
     }
 
+    /// Joins through the room's log: load the room if this node does not follow it yet,
+    /// then append the join. The connection is welcomed when the reader applies it.
+    async fn join_replicated(
+        &self,
+        cluster: &Arc<Cluster>,
+        conn: ConnId,
+        peer: Peer,
+        req: JoinRequest<'_>,
+    ) -> Option<Arc<RoomCell>> {
+        let control = peer.control.clone();
+        let mut peer = Some(peer);
+        let cell = loop {
+            let Some(cell) = self.cell(req.room) else {
+                control.close(CloseCode::Again, "too many rooms");
+                return None;
+            };
+            let mut state = cell.state.lock();
+            if state.closed {
+                continue;
+            }
+            state.joining.insert(conn, peer.take()?);
+            drop(state);
+            break cell;
+        };
+        let joined = async {
+            self.load(cluster, &cell).await?;
+            // Members of nodes that died while nobody followed the room leave before this
+            // join, so the joiner is not welcomed by ghosts (nor refused their nicknames).
+            if cluster.may_judge() {
+                self.reap(cluster, std::slice::from_ref(&cell)).await?;
+            }
+            let input = LogInput::Join {
+                conn: conn.0,
+                nick: req.nick.map(str::to_owned),
+                since: req.since,
+            };
+            cluster.append(&cell.name, input).await
+        };
+        if let Err(err) = joined.await {
+            tracing::debug!(?conn, room = %cell.name, %err, "join failed");
+            {
+                let mut state = cell.state.lock();
+                state.joining.remove(&conn);
+                state.peers.remove(&conn);
+            }
+            control.close(CloseCode::Again, UNAVAILABLE);
+            // The append may have reached Redis after all; make sure the member leaves.
+            cluster.append_leave(&cell.name, conn).await;
+            self.drop_if_empty(&cell);
+            return None;
+        }
+        if self.closing.load(Ordering::SeqCst) {
+            control.close(CloseCode::Away, "server shutting down");
+        }
+        Some(cell)
+    }
+
+    /// Makes `cell` follow its room's log: restore the latest snapshot, apply the log after
+    /// it, and tell the reader. Joiners of the same room wait for the first to finish.
+    async fn load(&self, cluster: &Arc<Cluster>, cell: &RoomCell) -> Result<(), Unavailable> {
+        let _boot = cell.boot.lock().await;
+        {
+            let state = cell.state.lock();
+            if state.closed {
+                return Err(Unavailable("room closed while loading".into()));
+            }
+            if state.log.is_some() {
+                return Ok(());
+            }
+        }
+        let config = self.config.clone();
+        let fresh = move || Room::new(config.clone(), rand::random()).snapshot();
+        let (snapshot, entries) = cluster.load(&cell.name, fresh).await?;
+        let room = Room::restore(snapshot.room)
+            .map_err(|e| Unavailable(format!("room {}: bad snapshot: {e}", cell.name)))?;
+        {
+            let mut state = cell.state.lock();
+            if state.closed {
+                return Err(Unavailable("room closed while loading".into()));
+            }
+            state.room = room;
+            state.log = Some(LogPosition {
+                last: EntryId::parse_or_zero(&snapshot.id),
+                applied: snapshot.applied,
+            });
+            for entry in entries {
+                self.apply(cluster, &cell.name, &mut state, entry);
+            }
+        }
+        cluster.wake_reader().await;
+        Ok(())
+    }
+
+    /// Applies one log entry to this node's copy of the room and delivers its outputs to the
+    /// local members. Entries at or before the copy's position are skipped, so a read that
+    /// raced with loading cannot apply anything twice.
+    fn apply(
+        &self,
+        cluster: &Arc<Cluster>,
+        room_name: &Arc<str>,
+        state: &mut RoomState,
+        entry: LogEntry,
+    ) {
+        let Some(pos) = state.log.as_mut() else {
+            return;
+        };
+        if entry.id <= pos.last {
+            return;
+        }
+        pos.last = entry.id;
+        pos.applied += 1;
+        let applied = pos.applied;
+        let now = entry.id.ms;
+        match &entry.input {
+            Some(LogInput::Join { conn, nick, since }) => {
+                let conn = ConnId(*conn);
+                if let Some(peer) = state.joining.remove(&conn) {
+                    state.peers.insert(conn, peer);
+                }
+                let input = Input::Join {
+                    conn,
+                    nick: nick.as_deref(),
+                    resume_after: *since,
+                };
+                let result = state.room.handle(now, input);
+                self.deliver_replicated(room_name, state);
+                if let Err(err) = result {
+                    if let Some(peer) = state.peers.remove(&conn) {
+                        let reason = match err {
+                            Error::RoomFull => "room is full",
+                            _ => "join refused",
+                        };
+                        peer.control.close(CloseCode::Again, reason);
+                    }
+                }
+            }
+            Some(LogInput::Message { conn, text }) => {
+                let input = Input::Message {
+                    conn: ConnId(*conn),
+                    text,
+                };
+                let _ = state.room.handle(now, input);
+                self.deliver_replicated(room_name, state);
+            }
+            Some(LogInput::Leave { conn }) => {
+                let conn = ConnId(*conn);
+                // Still connected here: another node judged this one dead and announced it.
+                if let Some(peer) = state.peers.remove(&conn) {
+                    peer.control
+                        .close(CloseCode::Again, "lost contact with the cluster; reconnect");
+                }
+                let _ = state.room.handle(now, Input::Leave { conn });
+                self.deliver_replicated(room_name, state);
+            }
+            // Unreadable: every node skips it alike.
+            None => {}
+        }
+        if applied % cluster::SNAPSHOT_EVERY == 0 && entry.by == cluster.node() {
+            let snapshot = Snapshot {
+                id: entry.id.to_string(),
+                applied,
+                room: state.room.snapshot(),
+            };
+            let cluster = cluster.clone();
+            let name = room_name.clone();
+            tokio::spawn(async move {
+                if let Err(err) = cluster.save(&name, &snapshot).await {
+                    tracing::warn!(room = %name, %err, "could not save a snapshot");
+                }
+            });
+        }
+    }
+
     /// A member's text frame.
-    pub fn message(&self, cell: &RoomCell, conn: ConnId, text: &str) {
-        let mut state = cell.state.lock();
-        // Refusals were answered with an error line; nothing else to do here.
-        let _ = state
-            .room
-            .handle(self.now_ms(), Input::Message { conn, text });
-        self.deliver(&cell.name, &mut state);
+    pub async fn message(&self, cell: &RoomCell, conn: ConnId, text: &str) {
+        let Some(cluster) = &self.cluster else {
+            let mut state = cell.state.lock();
+            // Refusals were answered with an error line; nothing else to do here.
+            let _ = state
+                .room
+                .handle(self.now_ms(), Input::Message { conn, text });
+            self.deliver(&cell.name, &mut state);
+            return;
+        };
+        let input = LogInput::Message {
+            conn: conn.0,
+            text: text.to_owned(),
+        };
+        if Box::pin(cluster.append(&cell.name, input)).await.is_err() {
+            // Not in the log, so nobody gets it; the sender is told.
+            let state = cell.state.lock();
+            if let Some(peer) = state.peers.get(&conn).or_else(|| state.joining.get(&conn)) {
+                let frame = wire::error_frame(
+                    peer.format,
+                    "temporarily unavailable (message not sent)",
+                    wire::unix_ms(),
+                );
+                if peer.outbox.push(frame) == Err(PushError::Full) {
+                    self.metrics.slow_consumer_disconnects.inc();
+                    peer.control.close(CloseCode::Policy, "too slow");
+                }
+            }
+        }
     }
 
     /// A member's connection ended. Idempotent.
-    pub fn leave(&self, cell: &RoomCell, conn: ConnId) {
-        let mut state = cell.state.lock();
-        if state.peers.remove(&conn).is_some() {
-            let _ = state.room.handle(self.now_ms(), Input::Leave { conn });
-            self.deliver(&cell.name, &mut state);
+    pub async fn leave(&self, cell: &RoomCell, conn: ConnId) {
+        let Some(cluster) = &self.cluster else {
+            let mut state = cell.state.lock();
+            if state.peers.remove(&conn).is_some() {
+                let _ = state.room.handle(self.now_ms(), Input::Leave { conn });
+                self.deliver(&cell.name, &mut state);
+            }
+            drop(state);
+            self.drop_if_empty(cell);
+            return;
+        };
+        {
+            let mut state = cell.state.lock();
+            state.peers.remove(&conn);
+            state.joining.remove(&conn);
         }
-        drop(state);
+        Box::pin(cluster.append_leave(&cell.name, conn)).await;
         self.drop_if_empty(cell);
+    }
+
+    /// Every room this node follows, with its log key and position.
+    fn followed(&self) -> Vec<(Arc<RoomCell>, EntryId)> {
+        let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
+        cells
+            .into_iter()
+            .filter_map(|cell| {
+                let last = cell.state.lock().log.map(|p| p.last)?;
+                Some((cell, last))
+            })
+            .collect()
+    }
+
+    /// Redis lost its data: every room starts afresh, and every client is told to reconnect.
+    fn reset(&self) {
+        let cells: Vec<Arc<RoomCell>> = {
+            let mut rooms = self.rooms.lock();
+            let cells = rooms.drain().map(|(_, c)| c).collect();
+            self.metrics.rooms.set(0);
+            cells
+        };
+        for cell in cells {
+            let mut state = cell.state.lock();
+            state.closed = true;
+            let state = &mut *state;
+            for (_, peer) in state.peers.drain().chain(state.joining.drain()) {
+                peer.control.close(CloseCode::Restart, "service restart");
+            }
+        }
+    }
+
+    /// Announces that members of dead nodes left, in `cells` (rooms this node follows).
+    async fn reap(&self, cluster: &Cluster, cells: &[Arc<RoomCell>]) -> Result<(), Unavailable> {
+        let me = cluster.node();
+        let mut by_node: HashMap<u64, Vec<RoomMembers>> = HashMap::new();
+        for cell in cells {
+            let state = cell.state.lock();
+            let mut here: HashMap<u64, Vec<ConnId>> = HashMap::new();
+            for (conn, _) in state.room.members() {
+                let node = cluster::node_of(conn);
+                if node != me {
+                    here.entry(node).or_default().push(conn);
+                }
+            }
+            for (node, conns) in here {
+                by_node
+                    .entry(node)
+                    .or_default()
+                    .push((cell.name.clone(), conns));
+            }
+        }
+        let nodes: Vec<u64> = by_node.keys().copied().collect();
+        for node in cluster.dead_nodes(&nodes).await? {
+            for (room, conns) in by_node.remove(&node).unwrap_or_default() {
+                if !cluster.claim_reap(node, &room).await? {
+                    continue;
+                }
+                tracing::info!(node, %room, members = conns.len(), "node is gone; its members leave");
+                for conn in conns {
+                    cluster
+                        .append(&room, LogInput::Leave { conn: conn.0 })
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Shutdown: closes every member's connection with 1001, and any that joins later.
@@ -180,7 +511,8 @@ impl Hub {
         self.closing.store(true, Ordering::SeqCst);
         let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
         for cell in cells {
-            for peer in cell.state.lock().peers.values() {
+            let state = cell.state.lock();
+            for peer in state.peers.values().chain(state.joining.values()) {
                 peer.control.close(CloseCode::Away, "server shutting down");
             }
         }
@@ -210,7 +542,7 @@ impl Hub {
     fn drop_if_empty(&self, cell: &RoomCell) {
         let mut rooms = self.rooms.lock();
         let mut state = cell.state.lock();
-        if state.peers.is_empty() && !state.closed {
+        if state.peers.is_empty() && state.joining.is_empty() && !state.closed {
             state.closed = true;
             rooms.remove(&cell.name);
             self.metrics.rooms.set(rooms.len() as i64);
@@ -220,9 +552,17 @@ impl Hub {
     /// Drains the room's outputs into its members' queues, disconnecting (and removing from
     /// the room) every member whose queue is full, until nothing is left to deliver.
     fn deliver(&self, room_name: &str, state: &mut RoomState) {
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.fan_out(room_name, state, false);
+    }
+
+    /// [`deliver`](Self::deliver) for a replicated room: a member too slow for its queue is
+    /// disconnected here, and leaves through the log when its connection ends.
+    fn deliver_replicated(&self, room_name: &str, state: &mut RoomState) {
+        self.fan_out(room_name, state, true);
+    }
+
+    fn fan_out(&self, room_name: &str, state: &mut RoomState, replicated: bool) {
+        let time_ms = wire::unix_ms();
         let mut slow = Vec::new();
         let mut delivered = 0u64;
         loop {
@@ -258,10 +598,112 @@ impl Hub {
                 if let Some(peer) = state.peers.remove(&conn) {
                     self.metrics.slow_consumer_disconnects.inc();
                     peer.control.close(CloseCode::Policy, "too slow");
-                    let _ = state.room.handle(self.now_ms(), Input::Leave { conn });
+                    if !replicated {
+                        let _ = state.room.handle(self.now_ms(), Input::Leave { conn });
+                    }
                 }
             }
         }
         self.metrics.messages_out.inc_by(delivered);
+    }
+}
+
+/// The reader of a replicated node: one blocking XREAD over the logs of every room this node
+/// follows (and its wake stream), applying new entries in order, until shutdown.
+pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
+    let mut conn = loop {
+        match cluster.reader_connection().await {
+            Ok(conn) => break conn,
+            Err(err) => {
+                tracing::warn!(%err, "log reader cannot connect to Redis; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    let mut wake = (cluster.wake_key(), "0-0".to_owned());
+    loop {
+        if wake.0 != cluster.wake_key() {
+            wake = (cluster.wake_key(), "0-0".to_owned());
+        }
+        let followed = hub.followed();
+        let mut streams = Vec::with_capacity(followed.len() + 1);
+        streams.push(wake.clone());
+        let mut cells = HashMap::with_capacity(followed.len());
+        for (cell, last) in followed {
+            let key = cluster::log_key(&cell.name);
+            streams.push((key.clone(), last.to_string()));
+            cells.insert(key, cell);
+        }
+        let read = tokio::select! {
+            () = shutdown.cancelled() => return,
+            read = cluster.read(&mut conn, &streams) => read,
+        };
+        match read {
+            Ok(keys) => {
+                for (key, entries) in keys {
+                    if key == wake.0 {
+                        if let Some(last) = entries.last() {
+                            wake.1 = last.id.to_string();
+                        }
+                        continue;
+                    }
+                    let Some(cell) = cells.get(&key) else {
+                        continue;
+                    };
+                    let mut state = cell.state.lock();
+                    if state.closed {
+                        continue;
+                    }
+                    for entry in entries {
+                        hub.apply(cluster, &cell.name, &mut state, entry);
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::debug!(%err, "log read failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// A replicated node's heartbeat, every quarter of `--node-timeout`: refreshes this node's
+/// key, appends leaves kept during an outage, announces dead nodes' members as gone, and
+/// starts afresh if Redis lost its data.
+pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
+    let every = cluster.heartbeat_every();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match cluster.heartbeat_once().await {
+            Ok(true) => {
+                cluster.flush_pending_leaves().await;
+                if cluster.may_judge() {
+                    let cells: Vec<Arc<RoomCell>> =
+                        hub.followed().into_iter().map(|(c, _)| c).collect();
+                    if let Err(err) = hub.reap(cluster, &cells).await {
+                        tracing::debug!(%err, "checking for dead nodes failed");
+                    }
+                }
+            }
+            Ok(false) => {
+                tracing::warn!("Redis lost its data: closing every client (1012), starting afresh");
+                hub.reset();
+                if let Err(err) = cluster.reregister().await {
+                    tracing::warn!(%err, "could not register again");
+                }
+            }
+            Err(err) => tracing::debug!(%err, "heartbeat failed"),
+        }
     }
 }

@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use chat_core::ConnId;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
@@ -23,9 +24,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, CONN_BITS};
 use crate::config::Config;
 use crate::http;
-use crate::hub::Hub;
+use crate::hub::{self, Hub};
 use crate::metrics::Metrics;
 
 /// State shared by every connection task.
@@ -55,11 +57,17 @@ pub struct IpSlot {
 }
 
 impl Shared {
-    /// Fresh state for a server started with `config`: no rooms, no connections.
-    pub(crate) fn new(config: Config) -> Shared {
+    /// Fresh state for a server started with `config`: no rooms, no connections. With a
+    /// cluster, rooms are replicated through Redis.
+    pub(crate) fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Shared {
         let metrics = Arc::new(Metrics::default());
         Shared {
-            hub: Hub::new(config.room_config(), config.max_rooms, metrics.clone()),
+            hub: Hub::new(
+                config.room_config(),
+                config.max_rooms,
+                metrics.clone(),
+                cluster,
+            ),
             slots: Arc::new(Semaphore::new(
                 config.max_connections.min(Semaphore::MAX_PERMITS),
             )),
@@ -69,6 +77,16 @@ impl Shared {
             tracker: TaskTracker::new(),
             next_conn: AtomicU64::new(1),
             per_ip: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A new connection id: a counter, under this node's number when replicated, so ids
+    /// are unique across the cluster.
+    pub fn conn_id(&self) -> ConnId {
+        let n = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        match self.hub.cluster() {
+            Some(cluster) => ConnId(cluster.node() << CONN_BITS | (n & ((1 << CONN_BITS) - 1))),
+            None => ConnId(n),
         }
     }
 
@@ -154,7 +172,15 @@ impl Server {
             _ => None,
         };
         let listener = TcpListener::bind((config.bind, config.port)).await?;
-        let shared = Arc::new(Shared::new(config));
+        let cluster = match &config.redis {
+            Some(url) => Some(Arc::new(
+                Cluster::connect(url, config.node_id.clone(), config.node_timeout)
+                    .await
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.0))?,
+            )),
+            None => None,
+        };
+        let shared = Arc::new(Shared::new(config, cluster));
         Ok(Server {
             listener,
             shared,
@@ -187,6 +213,16 @@ impl Server {
         } = self;
         let router = http::router(shared.clone());
         shared.tracker.spawn(sweep_until_shutdown(shared.clone()));
+        if let Some(cluster) = shared.hub.cluster().cloned() {
+            let (s1, c1) = (shared.clone(), cluster.clone());
+            shared
+                .tracker
+                .spawn(async move { hub::read_logs(&s1.hub, &c1, &s1.shutdown).await });
+            let (s2, c2) = (shared.clone(), cluster);
+            shared
+                .tracker
+                .spawn(async move { hub::keep_alive(&s2.hub, &c2, &s2.shutdown).await });
+        }
         loop {
             let accepted = tokio::select! {
                 () = shared.shutdown.cancelled() => break,
@@ -226,6 +262,9 @@ impl Server {
             .is_err()
         {
             tracing::warn!("connections still open after the shutdown grace; exiting anyway");
+        }
+        if let Some(cluster) = shared.hub.cluster() {
+            cluster.deregister().await;
         }
         Ok(())
     }

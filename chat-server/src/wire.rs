@@ -62,6 +62,40 @@ pub fn text_frame(text: String) -> Bytes {
     Bytes::from(buf)
 }
 
+/// Milliseconds since the Unix epoch (the `time` of JSON events).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// An error line from the server itself rather than the room (e.g. Redis is unavailable),
+/// in the same shape as the room's error lines.
+pub fn error_frame(format: Format, reason: &str, time_ms: u64) -> Bytes {
+    match format {
+        Format::Plain => text_frame(format!(" .... error: {reason}")),
+        Format::Json => {
+            let event = JsonEvent {
+                kind: "error",
+                seq: None,
+                from: None,
+                text: Some(reason),
+                time: time_ms,
+                nick: None,
+                room: None,
+                members: None,
+                member_count: None,
+                old: None,
+                new: None,
+                lost: None,
+                replay: false,
+            };
+            // Serializing plain strings and integers cannot fail.
+            text_frame(serde_json::to_string(&event).unwrap_or_default())
+        }
+    }
+}
+
 /// The seed-compatible text line.
 pub fn plain(out: &Output) -> String {
     out.to_string()
