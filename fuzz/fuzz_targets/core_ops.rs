@@ -110,6 +110,9 @@ enum Op {
     Advance {
         ms: u16,
     },
+    /// Replace the room by `Room::restore` of its JSON snapshot (what a node joining a
+    /// replicated room does); the model must not notice.
+    Replicate,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,7 @@ fn parse_script(script: &[u8]) -> Scenario {
                     ops.push(Op::Leave { conn });
                 }
             }
+            "replicate" => ops.push(Op::Replicate),
             "tick" => {
                 if let Ok(ms) = rest.trim().parse() {
                     ops.push(Op::Advance { ms });
@@ -604,6 +608,12 @@ fn run(scenario: Scenario) {
         let result = match op {
             Op::Advance { ms } => {
                 now += u64::from(*ms);
+                continue;
+            }
+            Op::Replicate => {
+                let json = serde_json::to_string(&room.snapshot()).expect("a snapshot serializes");
+                let snapshot = serde_json::from_str(&json).expect("a snapshot deserializes");
+                room = Room::restore(snapshot).expect("a room's own snapshot restores");
                 continue;
             }
             Op::Join { conn, nick, resume } => {
