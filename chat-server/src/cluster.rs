@@ -63,6 +63,17 @@ if cur and cur ~= '0-0' then redis.call('XTRIM', KEYS[2], 'MINID', cur) end
 return 1
 ";
 
+/// The next node number, above `ARGV[1]` (this node's previous number, 0 at start).
+const NEXT_NODE: &str = r"
+local n = redis.call('INCR', 'chat:nodes')
+local floor = tonumber(ARGV[1])
+if n <= floor then
+  n = floor + 1
+  redis.call('SET', 'chat:nodes', n)
+end
+return n
+";
+
 /// A stream entry id, `ms-seq`: the total order of a room's inputs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EntryId {
@@ -192,6 +203,7 @@ pub struct Cluster {
     /// bounded by the connections of the node).
     pending_leaves: Mutex<Vec<(String, u64)>>,
     save_snapshot: Script,
+    next_node: Script,
 }
 
 /// The stream key of a room's log.
@@ -240,6 +252,7 @@ impl Cluster {
             healthy_since: Mutex::new(None),
             pending_leaves: Mutex::new(Vec::new()),
             save_snapshot: Script::new(SAVE_SNAPSHOT),
+            next_node: Script::new(NEXT_NODE),
         };
         cluster.register().await?;
         Ok(cluster)
@@ -249,16 +262,22 @@ impl Cluster {
     async fn register(&self) -> Result<(), Unavailable> {
         let mut cmd = self.cmd.clone();
         let fresh = format!("{:016x}", rand::random::<u64>());
-        let (_, epoch, node): (Value, String, u64) = redis::pipe()
+        // After Redis lost its data the counter restarts, so it is raised past this node's
+        // old number: a node's numbers only grow, and a connection of an earlier incarnation
+        // can never pass for one of the current (see `append_own`).
+        let (_, epoch): (Value, String) = redis::pipe()
             .cmd("SET")
             .arg("chat:epoch")
             .arg(&fresh)
             .arg("NX")
             .cmd("GET")
             .arg("chat:epoch")
-            .cmd("INCR")
-            .arg("chat:nodes")
             .query_async(&mut cmd)
+            .await?;
+        let node: u64 = self
+            .next_node
+            .arg(self.node())
+            .invoke_async(&mut cmd)
             .await?;
         if node >= 1 << (64 - CONN_BITS) {
             return Err(Unavailable(
@@ -351,6 +370,23 @@ impl Cluster {
         let _: RedisResult<()> = cmd.del(format!("chat:node:{}", self.node())).await;
     }
 
+    /// Appends an input of this node's connection `conn`. A connection of an earlier
+    /// incarnation (before Redis lost its data) is refused: its id may belong to someone
+    /// else now.
+    pub async fn append_own(
+        &self,
+        room: &str,
+        conn: ConnId,
+        input: LogInput,
+    ) -> Result<(), Unavailable> {
+        if node_of(conn) != self.node() {
+            return Err(Unavailable(
+                "connection from before Redis lost its data".into(),
+            ));
+        }
+        self.append(room, input).await
+    }
+
     /// Appends one input to a room's log.
     pub async fn append(&self, room: &str, input: LogInput) -> Result<(), Unavailable> {
         let body = serde_json::to_string(&Envelope {
@@ -375,11 +411,13 @@ impl Cluster {
 
     /// Appends a leave; if Redis is unavailable, keeps it to append once Redis is back.
     pub async fn append_leave(&self, room: &str, conn: ConnId) {
+        if node_of(conn) != self.node() {
+            return;
+        }
         if self
             .append(room, LogInput::Leave { conn: conn.0 })
             .await
             .is_err()
-            && node_of(conn) == self.node()
         {
             self.pending_leaves.lock().push((room.to_owned(), conn.0));
         }

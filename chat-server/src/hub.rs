@@ -249,7 +249,7 @@ impl Hub {
                 nick: req.nick.map(str::to_owned),
                 since: req.since,
             };
-            cluster.append(&cell.name, input).await
+            cluster.append_own(&cell.name, conn, input).await
         };
         if let Err(err) = joined.await {
             tracing::debug!(?conn, room = %cell.name, %err, "join failed");
@@ -401,7 +401,10 @@ impl Hub {
             conn: conn.0,
             text: text.to_owned(),
         };
-        if Box::pin(cluster.append(&cell.name, input)).await.is_err() {
+        if Box::pin(cluster.append_own(&cell.name, conn, input))
+            .await
+            .is_err()
+        {
             // Not in the log, so nobody gets it; the sender is told.
             let state = cell.state.lock();
             if let Some(peer) = state.peers.get(&conn).or_else(|| state.joining.get(&conn)) {
