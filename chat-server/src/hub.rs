@@ -252,6 +252,7 @@ impl Hub {
             cluster.append_own(&cell.name, conn, input).await
         };
         if let Err(err) = joined.await {
+            self.metrics.log_append_failures.inc();
             tracing::debug!(?conn, room = %cell.name, %err, "join failed");
             {
                 let mut state = cell.state.lock();
@@ -264,6 +265,7 @@ impl Hub {
             self.drop_if_empty(&cell);
             return None;
         }
+        self.metrics.log_appends.inc();
         if self.closing.load(Ordering::SeqCst) {
             control.close(CloseCode::Away, "server shutting down");
         }
@@ -324,6 +326,7 @@ impl Hub {
         }
         pos.last = entry.id;
         pos.applied += 1;
+        self.metrics.log_entries_applied.inc();
         let applied = pos.applied;
         let now = entry.id.ms;
         match &entry.input {
@@ -403,8 +406,11 @@ impl Hub {
         };
         if Box::pin(cluster.append_own(&cell.name, conn, input))
             .await
-            .is_err()
+            .is_ok()
         {
+            self.metrics.log_appends.inc();
+        } else {
+            self.metrics.log_append_failures.inc();
             // Not in the log, so nobody gets it; the sender is told.
             let state = cell.state.lock();
             if let Some(peer) = state.peers.get(&conn).or_else(|| state.joining.get(&conn)) {
@@ -503,6 +509,7 @@ impl Hub {
                     cluster
                         .append(&room, LogInput::Leave { conn: conn.0 })
                         .await?;
+                    self.metrics.dead_node_leaves.inc();
                 }
             }
         }
@@ -688,7 +695,9 @@ pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match cluster.heartbeat_once().await {
+        let beat = cluster.heartbeat_once().await;
+        hub.metrics.redis_up.set(i64::from(beat.is_ok()));
+        match beat {
             Ok(true) => {
                 cluster.flush_pending_leaves().await;
                 if cluster.may_judge() {

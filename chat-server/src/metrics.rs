@@ -27,6 +27,16 @@ pub struct Metrics {
     pub slow_consumer_disconnects: Counter,
     /// Upgrade requests refused before the handshake, by reason.
     pub rejected_handshakes: Family<RejectLabels, Counter>,
+    /// With `--redis`: 1 while Redis answers heartbeats, else 0.
+    pub redis_up: Gauge,
+    /// With `--redis`: inputs of this node's clients appended to room logs.
+    pub log_appends: Counter,
+    /// With `--redis`: inputs that could not be appended (the client got an error or a close).
+    pub log_append_failures: Counter,
+    /// With `--redis`: log entries applied to this node's room copies.
+    pub log_entries_applied: Counter,
+    /// With `--redis`: leaves this node appended for members of dead nodes.
+    pub dead_node_leaves: Counter,
     /// The same metrics, registered once for encoding (they share their atomics).
     registry: Registry,
 }
@@ -43,6 +53,11 @@ impl Default for Metrics {
             messages_out: Counter::default(),
             slow_consumer_disconnects: Counter::default(),
             rejected_handshakes: Family::default(),
+            redis_up: Gauge::default(),
+            log_appends: Counter::default(),
+            log_append_failures: Counter::default(),
+            log_entries_applied: Counter::default(),
+            dead_node_leaves: Counter::default(),
             registry: Registry::with_prefix("chat"),
         };
         for reason in REJECT_REASONS {
@@ -91,6 +106,31 @@ impl Metrics {
             "rejected_handshakes",
             "WebSocket upgrades refused before the handshake",
             self.rejected_handshakes.clone(),
+        );
+        registry.register(
+            "redis_up",
+            "1 while this --redis node reaches Redis",
+            self.redis_up.clone(),
+        );
+        registry.register(
+            "log_appends",
+            "Client inputs appended to room logs in Redis",
+            self.log_appends.clone(),
+        );
+        registry.register(
+            "log_append_failures",
+            "Client inputs that could not be appended (Redis unavailable)",
+            self.log_append_failures.clone(),
+        );
+        registry.register(
+            "log_entries_applied",
+            "Room log entries applied to this node's room copies",
+            self.log_entries_applied.clone(),
+        );
+        registry.register(
+            "dead_node_leaves",
+            "Leaves appended for members of nodes that stopped heart-beating",
+            self.dead_node_leaves.clone(),
         );
     }
 

@@ -836,6 +836,30 @@ async fn sigkill_node_announces_leave() {
     ann.send("/who").await;
     let seen = events_until(&mut ann, within(TIMEOUT), "/who", |v| v["type"] == "who").await;
     assert_eq!(seen.last().unwrap()["members"], json!(["ann", "bob"]));
+
+    // Exactly one survivor appended the leave (the other lost the claim), and both still
+    // reach Redis.
+    let mut leaves = 0;
+    for node in [&a, &b] {
+        let (status, body) = http_get(node.addr, "/metrics", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(metric(&body, "chat_redis_up"), 1, "{}: {body}", node.id);
+        assert!(
+            metric(&body, "chat_log_appends_total") >= 1,
+            "{}: {body}",
+            node.id
+        );
+        leaves += metric(&body, "chat_dead_node_leaves_total");
+    }
+    assert_eq!(leaves, 1, "leave appended once for carol");
+}
+
+/// The value of a metric line `NAME VALUE` in a Prometheus text body (0 if absent).
+fn metric(body: &str, name: &str) -> u64 {
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
