@@ -1,5 +1,6 @@
 //! Connection churn for soak runs: short-lived extra clients that connect to a random room,
-//! maybe send one message, and leave again after 0.1-2 s, at `--churn` per second.
+//! maybe send one message, and leave again after 0.1-2 s, at `--churn` per second. With
+//! several `--url`s the churners take the nodes in turn (by churner id).
 //!
 //! Churners only exercise the server's join/leave paths next to the steady load; what they
 //! receive is read and dropped. Their messages (`C id t_us`) reach the steady clients, which
@@ -63,6 +64,13 @@ pub fn max_in_flight(args: &Args) -> usize {
         return 0;
     }
     ((args.churn / args.procs as f64 * 4.0).ceil() as usize).max(16)
+}
+
+/// The node (index into `--url`) churner `id` connects to. Worker k numbers its churners
+/// k, k + procs, k + 2 procs, ..., so all processes together count 0, 1, 2, ... and the
+/// nodes take turns.
+fn churn_node(args: &Args, id: u64) -> usize {
+    (id % args.urls.len().max(1) as u64) as usize
 }
 
 /// A small xorshift generator: churn needs spread, not quality.
@@ -162,7 +170,8 @@ async fn churner(
     stats: &RefCell<ChurnStats>,
 ) {
     let timeout = Duration::from_secs_f64(sh.args.connect_timeout);
-    let mut ws = match client::connect(&sh.args.room_url(room), timeout).await {
+    let url = sh.args.room_url(churn_node(&sh.args, id), room);
+    let mut ws = match client::connect(&url, timeout).await {
         Ok(ws) => ws,
         Err(reason) => {
             let mut s = stats.borrow_mut();
@@ -239,6 +248,15 @@ mod tests {
             100
         );
         assert_eq!(max_in_flight(&args(&["--churn", "1"])), 16);
+    }
+
+    #[test]
+    fn churners_take_the_nodes_in_turn() {
+        let one = Args::parse_from(["chat-loadgen"]);
+        assert!((0..10).all(|id| churn_node(&one, id) == 0));
+        let three = Args::parse_from(["chat-loadgen", "--url", "ws://a,ws://b,ws://c"]);
+        let nodes: Vec<usize> = (0..7).map(|id| churn_node(&three, id)).collect();
+        assert_eq!(nodes, [0, 1, 2, 0, 1, 2, 0]);
     }
 
     #[test]

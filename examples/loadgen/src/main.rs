@@ -12,6 +12,13 @@
 //! seconds while `--churn` extra clients per second come and go: leaks and stability).
 //! `--procs P` splits the clients over P worker processes (each process may open only so
 //! many files).
+//!
+//! Several servers sharing rooms (a scale-out deployment): give every node's base URL
+//! (`--url ws://a:8081,ws://b:8082`, or `--url` repeated). Client `i` joins room
+//! `i % rooms` on node `(i / rooms) % nodes`, so every room has members on every node (once
+//! there are at least `rooms * nodes` clients) and each message must cross nodes to reach
+//! everyone; churning clients take the nodes in turn. With one URL the server sees exactly
+//! what it always did.
 
 mod churn;
 mod client;
@@ -51,9 +58,20 @@ impl Mode {
     about = "Load generator for the chat server (and any server with its wire semantics)"
 )]
 pub struct Args {
-    /// Server base URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8080")]
-    pub url: String,
+    /// Server base URL; several (comma-separated or the flag repeated) spread the clients
+    /// over the nodes of one scale-out deployment.
+    ///
+    /// Client i joins room i % rooms on node (i / rooms) % nodes, so every room has members
+    /// on every node once there are rooms x nodes clients; churning clients take the nodes
+    /// in turn. The report's `url` is the first URL, `urls` all of them.
+    #[arg(
+        long = "url",
+        value_name = "URL",
+        value_delimiter = ',',
+        num_args = 1..,
+        default_value = "ws://127.0.0.1:8080"
+    )]
+    pub urls: Vec<String>,
     /// Request path per room; `{room}` is replaced by the room number.
     #[arg(long, default_value = "/chat/r{room}")]
     pub path: String,
@@ -119,6 +137,9 @@ pub struct Args {
 
 impl Args {
     fn check(&self) -> Result<(), String> {
+        if self.urls.is_empty() || self.urls.iter().any(|u| u.trim().is_empty()) {
+            return Err("--url must not be empty (nor have empty entries)".into());
+        }
         if self.clients == 0 || self.rooms == 0 || self.procs == 0 {
             return Err("--clients, --rooms and --procs must be at least 1".into());
         }
@@ -161,13 +182,24 @@ impl Args {
         }
     }
 
-    /// The URL of room `room`.
-    pub fn room_url(&self, room: usize) -> String {
+    /// The node (index into `--url`) client `client` connects to: the clients of a room
+    /// (`client % rooms`) take the nodes in turn, so each room has members on every node.
+    pub fn node_of(&self, client: usize) -> usize {
+        (client / self.rooms.max(1)) % self.urls.len().max(1)
+    }
+
+    /// The URL of room `room` on node `node` (an index into `--url`).
+    pub fn room_url(&self, node: usize, room: usize) -> String {
         format!(
             "{}{}",
-            self.url,
+            self.urls[node % self.urls.len()],
             self.path.replace("{room}", &room.to_string())
         )
+    }
+
+    /// The URL client `client` connects to: its room on its node.
+    pub fn client_url(&self, client: usize) -> String {
+        self.room_url(self.node_of(client), client % self.rooms)
     }
 }
 
@@ -308,6 +340,69 @@ mod tests {
     #[test]
     fn room_urls_fill_in_the_room() {
         let args = Args::parse_from(["chat-loadgen", "--url", "ws://h:1"]);
-        assert_eq!(args.room_url(3), "ws://h:1/chat/r3");
+        assert_eq!(args.urls, ["ws://h:1"]);
+        assert_eq!(args.room_url(0, 3), "ws://h:1/chat/r3");
+        let default = Args::parse_from(["chat-loadgen", "--rooms", "4"]);
+        assert_eq!(default.urls, ["ws://127.0.0.1:8080"]);
+        // One URL: every client on it, in its room, exactly as before.
+        for i in 0..20 {
+            assert_eq!(default.node_of(i), 0);
+            assert_eq!(
+                default.client_url(i),
+                format!("ws://127.0.0.1:8080/chat/r{}", i % 4)
+            );
+        }
+        let fixed = Args::parse_from(["chat-loadgen", "--url", "ws://h:1", "--path", "/x"]);
+        assert_eq!(fixed.client_url(5), "ws://h:1/x");
+    }
+
+    #[test]
+    fn several_urls_by_comma_or_repetition() {
+        let comma = Args::parse_from(["chat-loadgen", "--url", "ws://a:1,ws://b:2"]);
+        let repeated = Args::parse_from(["chat-loadgen", "--url", "ws://a:1", "--url", "ws://b:2"]);
+        let both = Args::parse_from([
+            "chat-loadgen",
+            "--url",
+            "ws://a:1,ws://b:2",
+            "--url",
+            "ws://c:3",
+        ]);
+        assert_eq!(comma.urls, ["ws://a:1", "ws://b:2"]);
+        assert_eq!(repeated.urls, comma.urls);
+        assert_eq!(both.urls, ["ws://a:1", "ws://b:2", "ws://c:3"]);
+        assert_eq!(comma.room_url(1, 0), "ws://b:2/chat/r0");
+        let empty = Args::parse_from(["chat-loadgen", "--url", "ws://a:1,"]);
+        assert!(empty.check().is_err(), "an empty entry is a mistake");
+    }
+
+    #[test]
+    fn every_room_has_members_on_every_node() {
+        // 3 rooms, 2 nodes: clients 0-2 (the rooms' first members) on node 0, 3-5 on
+        // node 1, 6-8 on node 0 again, ...
+        let args = Args::parse_from([
+            "chat-loadgen",
+            "--url",
+            "ws://a:1,ws://b:2",
+            "--clients",
+            "14",
+            "--rooms",
+            "3",
+        ]);
+        let nodes: Vec<usize> = (0..14).map(|i| args.node_of(i)).collect();
+        assert_eq!(nodes, [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0]);
+        assert_eq!(args.client_url(0), "ws://a:1/chat/r0");
+        assert_eq!(args.client_url(4), "ws://b:2/chat/r1");
+        assert_eq!(args.client_url(13), "ws://a:1/chat/r1");
+        // Per (node, room): members are within one of each other, and none is empty.
+        let mut members = [[0u32; 3]; 2];
+        for i in 0..args.clients {
+            members[args.node_of(i)][i % args.rooms] += 1;
+        }
+        assert_eq!(members, [[3, 3, 2], [2, 2, 2]]);
+
+        // Three nodes, one room (fan-out): round robin.
+        let one_room = Args::parse_from(["chat-loadgen", "--url", "ws://a,ws://b,ws://c"]);
+        let nodes: Vec<usize> = (0..7).map(|i| one_room.node_of(i)).collect();
+        assert_eq!(nodes, [0, 1, 2, 0, 1, 2, 0]);
     }
 }

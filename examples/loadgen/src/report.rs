@@ -75,7 +75,10 @@ pub struct Soak {
 pub struct Report {
     pub label: String,
     pub mode: Mode,
+    /// The first `--url` (what older readers of this report expect).
     pub url: String,
+    /// Every `--url`: the nodes the clients were spread over.
+    pub urls: Vec<String>,
     pub clients: usize,
     pub rooms: usize,
     pub senders: usize,
@@ -170,7 +173,8 @@ impl Report {
         Report {
             label: args.label.clone(),
             mode: args.mode,
-            url: args.url.clone(),
+            url: args.urls[0].clone(),
+            urls: args.urls.clone(),
             clients: args.clients,
             rooms: args.rooms,
             senders: if args.mode == Mode::Idle {

@@ -100,7 +100,7 @@ async fn run_local(args: Args, k: usize, control: Control) -> Result<WorkerRepor
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let url = args.room_url(i % args.rooms);
+        let url = args.client_url(i);
         let (sh, errors, resolved, expected) = (
             sh.clone(),
             errors.clone(),

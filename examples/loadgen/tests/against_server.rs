@@ -1,6 +1,6 @@
 //! Runs the real `chat-loadgen` binary against the real chat server on an ephemeral port and
-//! checks its JSON: every mode, several rooms, several processes, a soak run with churn, and
-//! a refused connection.
+//! checks its JSON: every mode, several rooms, several processes, a soak run with churn,
+//! clients spread over several URLs, and a refused connection.
 
 use serde_json::Value;
 use std::process::Command;
@@ -217,6 +217,7 @@ fn bad_arguments_are_refused_with_exit_code_2() {
         &["--mode", "rate", "--churn", "5"],
         &["--mode", "soak", "--churn-send", "2"],
         &["--rooms", "2", "--clients", "4", "--path", "/fixed"],
+        &["--url", "ws://127.0.0.1:1,"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_chat-loadgen"))
             .args(args)
@@ -225,4 +226,159 @@ fn bad_arguments_are_refused_with_exit_code_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// A TCP relay in front of the server that records the request path of every connection
+/// through it: stands in for one node of a scale-out deployment (all relays reach the same
+/// server, so rooms are shared as they would be through Redis).
+struct Relay {
+    addr: std::net::SocketAddr,
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Relay {
+    fn start(upstream: std::net::SocketAddr) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let seen = paths.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx.send(listener.local_addr().unwrap()).unwrap();
+                loop {
+                    let Ok((mut down, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let seen = seen.clone();
+                    tokio::spawn(async move {
+                        // Read up to the end of the request line, note its path, pass it on.
+                        let mut head = Vec::new();
+                        let mut buf = [0u8; 1024];
+                        while !head.windows(2).any(|w| w == b"\r\n") {
+                            match down.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let line = String::from_utf8_lossy(&head);
+                        let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                        seen.lock().unwrap().push(path);
+                        let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        if up.write_all(&head).await.is_ok() {
+                            let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        }
+                    });
+                }
+            });
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("relay starts");
+        Relay { addr, paths }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Connections so far per request path.
+    fn per_path(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for p in self.paths.lock().unwrap().iter() {
+            *m.entry(p.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    fn connections(&self) -> usize {
+        self.paths.lock().unwrap().len()
+    }
+}
+
+#[test]
+fn several_urls_spread_every_room_over_the_nodes() {
+    let (addr, shutdown) = start_server();
+    let a = Relay::start(addr);
+    let b = Relay::start(addr);
+    let urls = format!("{},{}", a.url(), b.url());
+
+    // 14 clients in 3 rooms over 2 "nodes", two processes: client i joins room i % 3 on node
+    // (i / 3) % 2, so node a has clients 0-2, 6-8, 12-13 and node b 3-5, 9-11.
+    let r = loadgen(&[
+        "--url",
+        &urls,
+        "--clients",
+        "14",
+        "--rooms",
+        "3",
+        "--senders",
+        "6",
+        "--messages",
+        "20",
+        "--window",
+        "4",
+        "--procs",
+        "2",
+    ]);
+    // Rooms 0 and 1 have 5 members, room 2 has 4; every room has 2 senders.
+    assert_clean(&r, (5 + 5 + 4) * 2 * 20);
+    assert_eq!(r["url"], a.url(), "the first URL, as before");
+    assert_eq!(r["urls"], serde_json::json!([a.url(), b.url()]), "{r}");
+    let on = |relay: &Relay| {
+        relay
+            .per_path()
+            .into_iter()
+            .collect::<Vec<(String, usize)>>()
+    };
+    let rooms = |n: [usize; 3]| {
+        (0..3)
+            .map(|r| (format!("/chat/r{r}"), n[r]))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(on(&a), rooms([3, 3, 2]));
+    assert_eq!(on(&b), rooms([2, 2, 2]));
+
+    // Churning clients take the nodes in turn; the same URL twice works too.
+    let before = (a.connections(), b.connections());
+    let r = loadgen(&[
+        "--url",
+        &a.url(),
+        "--url",
+        &b.url(),
+        "--url",
+        &b.url(),
+        "--mode",
+        "soak",
+        "--duration",
+        "1.5",
+        "--clients",
+        "6",
+        "--rooms",
+        "2",
+        "--senders",
+        "2",
+        "--rate",
+        "40",
+        "--churn",
+        "20",
+    ]);
+    // Two rooms of 3 clients with one sender each, 1.5 s x 40/s / 2 = 30 messages.
+    assert_clean(&r, 6 * 30);
+    let churned = r["soak"]["churn"]["attempted"].as_u64().unwrap() as usize;
+    assert!(churned >= 6, "{r}");
+    // Steady: clients 0, 1 on a; 2-5 on b (node 1 and node 2 are both b).
+    let grew = (a.connections() - before.0, b.connections() - before.1);
+    assert_eq!(grew.0 + grew.1, 6 + churned, "{r}");
+    // Churner n goes to node n % 3: a third of them to a.
+    let churn_on_a = grew.0 - 2;
+    assert_eq!(
+        churn_on_a,
+        churned.div_ceil(3),
+        "{grew:?}, {churned} churners"
+    );
+    shutdown.shutdown();
 }
