@@ -19,6 +19,7 @@
 //! - `chat:wake:{N}`: pokes node N's reader when it starts following a room.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_core::{ConnId, RoomSnapshot};
@@ -204,7 +205,28 @@ pub struct Cluster {
     pending_leaves: Mutex<Vec<(String, u64)>>,
     save_snapshot: Script,
     next_node: Script,
+    /// Client inputs waiting for the appender, in arrival order (bounded).
+    queue: tokio::sync::mpsc::Sender<Submission>,
+    /// The appender's end of `queue`, taken once when it starts.
+    queued: Mutex<Option<tokio::sync::mpsc::Receiver<Submission>>>,
 }
+
+/// A client input waiting to be appended to its room's log.
+pub struct Submission {
+    /// The room.
+    pub room: Arc<str>,
+    /// The client's connection.
+    pub conn: ConnId,
+    /// A message or leave.
+    pub input: LogInput,
+}
+
+/// Most client inputs queued for the appender; beyond it a message is refused at once with
+/// the "temporarily unavailable" error line (Redis is not keeping up).
+const QUEUE_CAPACITY: usize = 16 * 1024;
+
+/// Most inputs sent to Redis in one pipeline.
+pub const BATCH_MAX: usize = 512;
 
 /// The stream key of a room's log.
 pub fn log_key(room: &str) -> String {
@@ -241,6 +263,7 @@ impl Cluster {
         .await
         .map_err(|_| Unavailable(format!("no answer from Redis at {url}")))??;
         let name = name.unwrap_or_else(|| format!("node-{:06x}", rand::random::<u32>() >> 8));
+        let (queue, queued) = tokio::sync::mpsc::channel(QUEUE_CAPACITY);
         let cluster = Cluster {
             name,
             timeout,
@@ -253,6 +276,8 @@ impl Cluster {
             pending_leaves: Mutex::new(Vec::new()),
             save_snapshot: Script::new(SAVE_SNAPSHOT),
             next_node: Script::new(NEXT_NODE),
+            queue,
+            queued: Mutex::new(Some(queued)),
         };
         cluster.register().await?;
         Ok(cluster)
@@ -389,24 +414,75 @@ impl Cluster {
 
     /// Appends one input to a room's log.
     pub async fn append(&self, room: &str, input: LogInput) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        self.add_xadd(&mut pipe, room, input)?;
+        self.run(pipe).await
+    }
+
+    /// Queues a message or leave of this node's connection for the appender, which keeps
+    /// one connection's inputs in order. `Err` when the queue is full or the connection is
+    /// from before Redis lost its data.
+    pub fn submit(&self, room: Arc<str>, conn: ConnId, input: LogInput) -> Result<(), Unavailable> {
+        if node_of(conn) != self.node() {
+            return Err(Unavailable(
+                "connection from before Redis lost its data".into(),
+            ));
+        }
+        self.queue
+            .try_send(Submission { room, conn, input })
+            .map_err(|_| Unavailable("append queue full".into()))
+    }
+
+    /// The appender's end of the queue (once).
+    pub fn take_queue(&self) -> Option<tokio::sync::mpsc::Receiver<Submission>> {
+        self.queued.lock().take()
+    }
+
+    /// Appends queued inputs with one pipeline (one round trip), in order.
+    pub async fn append_batch(&self, batch: &[Submission]) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        for item in batch {
+            self.add_xadd(&mut pipe, &item.room, item.input.clone())?;
+        }
+        self.run(pipe).await
+    }
+
+    /// Adds `XADD chat:room:{room}:log * e {by, input}` to `pipe`.
+    fn add_xadd(
+        &self,
+        pipe: &mut redis::Pipeline,
+        room: &str,
+        input: LogInput,
+    ) -> Result<(), Unavailable> {
         let body = serde_json::to_string(&Envelope {
             by: self.node(),
             input,
         })
         .map_err(|e| Unavailable(e.to_string()))?;
-        let mut cmd = self.cmd.clone();
-        let result: RedisResult<Value> = redis::cmd("XADD")
+        pipe.cmd("XADD")
             .arg(log_key(room))
             .arg("*")
             .arg("e")
             .arg(body)
-            .query_async(&mut cmd)
-            .await;
+            .ignore();
+        Ok(())
+    }
+
+    async fn run(&self, pipe: redis::Pipeline) -> Result<(), Unavailable> {
+        let mut cmd = self.cmd.clone();
+        let result: RedisResult<()> = pipe.query_async(&mut cmd).await;
         if let Err(err) = result {
             self.mark(false);
             return Err(err.into());
         }
         Ok(())
+    }
+
+    /// Keeps a leave to append once Redis is back.
+    pub fn defer_leave(&self, room: &str, conn: ConnId) {
+        if node_of(conn) == self.node() {
+            self.pending_leaves.lock().push((room.to_owned(), conn.0));
+        }
     }
 
     /// Appends a leave; if Redis is unavailable, keeps it to append once Redis is back.

@@ -404,27 +404,31 @@ impl Hub {
             conn: conn.0,
             text: text.to_owned(),
         };
-        if Box::pin(cluster.append_own(&cell.name, conn, input))
-            .await
-            .is_ok()
-        {
-            self.metrics.log_appends.inc();
-        } else {
-            self.metrics.log_append_failures.inc();
-            // Not in the log, so nobody gets it; the sender is told.
-            let state = cell.state.lock();
-            if let Some(peer) = state.peers.get(&conn).or_else(|| state.joining.get(&conn)) {
-                let frame = wire::error_frame(
-                    peer.format,
-                    "temporarily unavailable (message not sent)",
-                    wire::unix_ms(),
-                );
-                if peer.outbox.push(frame) == Err(PushError::Full) {
-                    self.metrics.slow_consumer_disconnects.inc();
-                    peer.control.close(CloseCode::Policy, "too slow");
-                }
+        if cluster.submit(cell.name.clone(), conn, input).is_err() {
+            self.not_sent(cell, conn);
+        }
+    }
+
+    /// A message could not be appended, so nobody gets it; the sender is told.
+    fn not_sent(&self, cell: &RoomCell, conn: ConnId) {
+        self.metrics.log_append_failures.inc();
+        let state = cell.state.lock();
+        if let Some(peer) = state.peers.get(&conn).or_else(|| state.joining.get(&conn)) {
+            let frame = wire::error_frame(
+                peer.format,
+                "temporarily unavailable (message not sent)",
+                wire::unix_ms(),
+            );
+            if peer.outbox.push(frame) == Err(PushError::Full) {
+                self.metrics.slow_consumer_disconnects.inc();
+                peer.control.close(CloseCode::Policy, "too slow");
             }
         }
+    }
+
+    /// The room this node follows under `name`, if any.
+    fn followed_cell(&self, name: &str) -> Option<Arc<RoomCell>> {
+        self.rooms.lock().get(name).cloned()
     }
 
     /// A member's connection ended. Idempotent.
@@ -444,7 +448,11 @@ impl Hub {
             state.peers.remove(&conn);
             state.joining.remove(&conn);
         }
-        Box::pin(cluster.append_leave(&cell.name, conn)).await;
+        // Through the appender, behind this connection's last messages.
+        let input = LogInput::Leave { conn: conn.0 };
+        if cluster.submit(cell.name.clone(), conn, input).is_err() {
+            cluster.defer_leave(&cell.name, conn);
+        }
         self.drop_if_empty(cell);
     }
 
@@ -717,5 +725,55 @@ pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
             }
             Err(err) => tracing::debug!(%err, "heartbeat failed"),
         }
+    }
+}
+
+/// The appender of a replicated node: sends queued client inputs (messages, leaves) to Redis
+/// in pipelines, so a busy connection's messages cost one round trip per batch rather than
+/// one each, in the order they arrived. A batch Redis refuses is answered like a failed
+/// append: senders get the error line, leaves are kept for later. Runs until `drained`
+/// (every connection has finished), then appends what is left and returns.
+pub async fn append_logs(hub: &Hub, cluster: &Arc<Cluster>, drained: &CancellationToken) {
+    let Some(mut queue) = cluster.take_queue() else {
+        return;
+    };
+    let mut batch = Vec::with_capacity(cluster::BATCH_MAX);
+    loop {
+        let done = tokio::select! {
+            biased;
+            n = queue.recv_many(&mut batch, cluster::BATCH_MAX) => n == 0,
+            () = drained.cancelled() => {
+                while batch.len() < cluster::BATCH_MAX {
+                    match queue.try_recv() {
+                        Ok(item) => batch.push(item),
+                        Err(_) => break,
+                    }
+                }
+                batch.is_empty()
+            }
+        };
+        if done {
+            return;
+        }
+        match cluster.append_batch(&batch).await {
+            Ok(()) => {
+                hub.metrics.log_appends.inc_by(batch.len() as u64);
+            }
+            Err(err) => {
+                tracing::debug!(%err, inputs = batch.len(), "append failed");
+                for item in &batch {
+                    match item.input {
+                        LogInput::Leave { .. } => cluster.defer_leave(&item.room, item.conn),
+                        _ => match hub.followed_cell(&item.room) {
+                            Some(cell) => hub.not_sent(&cell, item.conn),
+                            None => {
+                                hub.metrics.log_append_failures.inc();
+                            }
+                        },
+                    }
+                }
+            }
+        }
+        batch.clear();
     }
 }

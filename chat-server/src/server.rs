@@ -118,6 +118,9 @@ impl Drop for IpSlot {
     }
 }
 
+/// How long shutdown waits for the last client inputs to reach Redis.
+const APPENDER_GRACE: Duration = Duration::from_secs(2);
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -213,6 +216,13 @@ impl Server {
         } = self;
         let router = http::router(shared.clone());
         shared.tracker.spawn(sweep_until_shutdown(shared.clone()));
+        // The appender outlives the connections: their last messages and leaves are
+        // appended after they finish, at shutdown too.
+        let drained = CancellationToken::new();
+        let appender = shared.hub.cluster().cloned().map(|cluster| {
+            let (shared, drained) = (shared.clone(), drained.clone());
+            tokio::spawn(async move { hub::append_logs(&shared.hub, &cluster, &drained).await })
+        });
         if let Some(cluster) = shared.hub.cluster().cloned() {
             let (s1, c1) = (shared.clone(), cluster.clone());
             shared
@@ -262,6 +272,10 @@ impl Server {
             .is_err()
         {
             tracing::warn!("connections still open after the shutdown grace; exiting anyway");
+        }
+        drained.cancel();
+        if let Some(appender) = appender {
+            let _ = tokio::time::timeout(APPENDER_GRACE, appender).await;
         }
         if let Some(cluster) = shared.hub.cluster() {
             cluster.deregister().await;
