@@ -64,6 +64,22 @@ if cur and cur ~= '0-0' then redis.call('XTRIM', KEYS[2], 'MINID', cur) end
 return 1
 ";
 
+/// Appends `ARGV[2..]` to the logs `KEYS[1..]` (one entry each), unless Redis's clock is past
+/// `ARGV[1]` (ms): then nothing, and 0.
+const APPEND_BATCH: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[1]) then return 0 end
+for i, key in ipairs(KEYS) do
+  redis.call('XADD', key, '*', 'e', ARGV[i + 1])
+end
+return 1
+";
+
+/// How long after sending a batch Redis may still append it (ms, on its clock); kept well
+/// under the 1 s this node waits for an answer, so a late answer means "not appended".
+const APPEND_DEADLINE_MS: i64 = 600;
+
 /// The next node number, above `ARGV[1]` (this node's previous number, 0 at start).
 const NEXT_NODE: &str = r"
 local n = redis.call('INCR', 'chat:nodes')
@@ -205,6 +221,9 @@ pub struct Cluster {
     pending_leaves: Mutex<Vec<(String, u64)>>,
     save_snapshot: Script,
     next_node: Script,
+    append_script: Script,
+    /// Redis's clock minus this machine's (ms), from the last heartbeat.
+    clock_offset_ms: std::sync::atomic::AtomicI64,
     /// Client inputs waiting for the appender, in arrival order (bounded).
     queue: tokio::sync::mpsc::Sender<Submission>,
     /// The appender's end of `queue`, taken once when it starts.
@@ -253,7 +272,7 @@ impl Cluster {
             .map_err(|e| Unavailable(format!("bad --redis URL {url}: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let cmd = tokio::time::timeout(
@@ -276,6 +295,8 @@ impl Cluster {
             pending_leaves: Mutex::new(Vec::new()),
             save_snapshot: Script::new(SAVE_SNAPSHOT),
             next_node: Script::new(NEXT_NODE),
+            append_script: Script::new(APPEND_BATCH),
+            clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
             queue,
             queued: Mutex::new(Some(queued)),
         };
@@ -361,7 +382,8 @@ impl Cluster {
     pub async fn heartbeat_once(&self) -> Result<bool, Unavailable> {
         let mut cmd = self.cmd.clone();
         let ttl = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
-        let result: RedisResult<(Value, Option<String>)> = redis::pipe()
+        let sent = unix_ms();
+        let result: RedisResult<(Value, Option<String>, (u64, u64))> = redis::pipe()
             .cmd("SET")
             .arg(format!("chat:node:{}", self.node()))
             .arg(&self.name)
@@ -369,10 +391,17 @@ impl Cluster {
             .arg(ttl.max(1))
             .cmd("GET")
             .arg("chat:epoch")
+            .cmd("TIME")
             .query_async(&mut cmd)
             .await;
         match result {
-            Ok((_, epoch)) => {
+            Ok((_, epoch, (secs, micros))) => {
+                // Redis's clock minus ours, taken at the middle of the round trip.
+                let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+                let middle = sent.saturating_add(unix_ms()) / 2;
+                let offset = i64::try_from(redis_ms).unwrap_or(i64::MAX)
+                    - i64::try_from(middle).unwrap_or(i64::MAX);
+                self.clock_offset_ms.store(offset, Ordering::Relaxed);
                 self.mark(true);
                 Ok(epoch.as_deref() == Some(self.epoch.lock().as_str()))
             }
@@ -439,12 +468,35 @@ impl Cluster {
     }
 
     /// Appends queued inputs with one pipeline (one round trip), in order.
+    ///
+    /// The batch carries a deadline on Redis's clock, shorter than the time this node waits
+    /// for the answer: a batch Redis gets to too late (it was stalled) is not appended at
+    /// all, so a sender told "not sent" was not sent. All or nothing, as one script.
     pub async fn append_batch(&self, batch: &[Submission]) -> Result<(), Unavailable> {
-        let mut pipe = redis::pipe();
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        let deadline = i64::try_from(unix_ms())
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset)
+            .saturating_add(APPEND_DEADLINE_MS);
+        let mut invocation = self.append_script.prepare_invoke();
+        invocation.arg(deadline);
         for item in batch {
-            self.add_xadd(&mut pipe, &item.room, item.input.clone())?;
+            let body = serde_json::to_string(&Envelope {
+                by: self.node(),
+                input: item.input.clone(),
+            })
+            .map_err(|e| Unavailable(e.to_string()))?;
+            invocation.key(log_key(&item.room)).arg(body);
         }
-        self.run(pipe).await
+        let mut cmd = self.cmd.clone();
+        match bounded(invocation.invoke_async::<i64>(&mut cmd)).await {
+            Ok(1) => Ok(()),
+            Ok(_) => Err(Unavailable("Redis answered after the deadline".into())),
+            Err(err) => {
+                self.mark(false);
+                Err(err)
+            }
+        }
     }
 
     /// Adds `XADD chat:room:{room}:log * e {by, input}` to `pipe`.
@@ -580,14 +632,9 @@ impl Cluster {
     pub async fn save(&self, room: &str, snapshot: &Snapshot) -> Result<(), Unavailable> {
         let body = serde_json::to_string(snapshot).map_err(|e| Unavailable(e.to_string()))?;
         let mut cmd = self.cmd.clone();
-        let _: i64 = self
-            .save_snapshot
-            .key(snap_key(room))
-            .key(log_key(room))
-            .arg(&snapshot.id)
-            .arg(body)
-            .invoke_async(&mut cmd)
-            .await?;
+        let mut invocation = self.save_snapshot.key(snap_key(room));
+        invocation.key(log_key(room)).arg(&snapshot.id).arg(body);
+        let _: i64 = bounded(invocation.invoke_async(&mut cmd)).await?;
         Ok(())
     }
 
@@ -657,6 +704,25 @@ impl Cluster {
             .map(|k| (k.key, k.ids.into_iter().map(decode).collect()))
             .collect())
     }
+}
+
+/// How long any command may take before Redis counts as unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `fut` bounded by [`COMMAND_TIMEOUT`] (scripts are not covered by the connection's own
+/// response timeout when they need loading first).
+async fn bounded<T>(
+    fut: impl std::future::Future<Output = RedisResult<T>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, fut).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Unavailable("no answer from Redis in time".into())),
+    }
+}
+
+/// Milliseconds since the Unix epoch on this machine.
+fn unix_ms() -> u64 {
+    crate::wire::unix_ms()
 }
 
 /// Reads one stream entry; an unreadable one becomes an entry without input.

@@ -718,10 +718,12 @@ pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
             }
             Ok(false) => {
                 tracing::warn!("Redis lost its data: closing every client (1012), starting afresh");
-                hub.reset();
+                // A new number first, so clients reconnecting after the 1012 get ids of the
+                // new incarnation.
                 if let Err(err) = cluster.reregister().await {
                     tracing::warn!(%err, "could not register again");
                 }
+                hub.reset();
             }
             Err(err) => tracing::debug!(%err, "heartbeat failed"),
         }

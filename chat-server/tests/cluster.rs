@@ -1170,6 +1170,56 @@ async fn redis_down_at_connect() {
     join_json(&a, "down", "zed").await;
 }
 
+#[tokio::test]
+async fn stalled_redis_means_not_sent_and_never_delivered() {
+    let dir = TestDir::new("stall");
+    let redis = Redis::start(&dir).await;
+    let a = Node::start(&dir, &redis, "nodeA").await;
+    let b = Node::start(&dir, &redis, "nodeB").await;
+    let (mut ann, _) = join_json(&a, "stall", "ann").await;
+    let (mut bob, _) = join_json(&b, "stall", "bob").await;
+    events_until(&mut ann, within(TIMEOUT), "bob joined", |v| {
+        is(v, "join", "bob")
+    })
+    .await;
+    // One message first, so the node's append script is loaded in Redis (a stalled
+    // first call would fail on its own, as an unknown script, and prove nothing).
+    ann.send("warm").await;
+    events_until(&mut ann, within(TIMEOUT), "warm", |v| is_message(v, "warm")).await;
+    // A stalled Redis (SIGSTOP): alive, connected, answering nothing.
+    let pid = redis.child.as_ref().expect("running").id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    ann.send("stalled").await;
+    let seen = events_until(&mut ann, within(TIMEOUT), "the error line", |v| {
+        v["type"] == "error"
+    })
+    .await;
+    let error = seen.last().unwrap();
+    assert!(
+        error["text"].as_str().unwrap().contains(UNAVAILABLE),
+        "{error}"
+    );
+    a.await_health(503).await;
+    // Stalled for a while longer, as a long fork or a swapped-out Redis would be.
+    sleep(Duration::from_millis(1500)).await;
+    signal("-CONT");
+    a.await_health(200).await;
+    // Redis now works through its backlog: the refused message must not come out of it.
+    ann.send("after").await;
+    for (name, client) in [("ann", &mut ann), ("bob", &mut bob)] {
+        let seen = events_until(client, within(TIMEOUT), "after", |v| is_message(v, "after")).await;
+        assert!(
+            seen.iter().all(|v| !is_message(v, "stalled")),
+            "{name} got a message its sender was told was not sent:\n{}",
+            show(&seen)
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Harness self-check: `redis_restart_mid_run` relies on a restarted Redis keeping its data.
 
