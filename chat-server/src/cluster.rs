@@ -45,36 +45,53 @@ const READ_COUNT: usize = 512;
 /// How long a reap claim holds before another node may retry it.
 const REAP_CLAIM_MS: u64 = 10_000;
 
-/// Saves a snapshot only if it is newer than the stored one, then trims the log up to the
-/// previous snapshot (entries after it stay, so a joiner racing with the save still finds
-/// everything after the snapshot it read).
+/// Saves a snapshot only if it is newer than the stored one and the epoch is still
+/// `ARGV[3]`, then trims the log up to the previous snapshot (entries after it stay, so a
+/// joiner racing with the save still finds everything after the snapshot it read).
 const SAVE_SNAPSHOT: &str = r"
+if redis.call('GET', 'chat:epoch') ~= ARGV[3] then return -1 end
 local cur = redis.call('HGET', KEYS[1], 'id')
 local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  local ms, seq = string.match(id or '', '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
 end
-if cur then
-  local cm, cs = parse(cur)
-  local nm, ns = parse(ARGV[1])
-  if not (nm > cm or (nm == cm and ns > cs)) then return 0 end
-end
+local cm, cs = parse(cur)
+local nm, ns = parse(ARGV[1])
+if not nm then return 0 end
+if cm and not (nm > cm or (nm == cm and ns > cs)) then return 0 end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'body', ARGV[2])
-if cur and cur ~= '0-0' then redis.call('XTRIM', KEYS[2], 'MINID', cur) end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if cm and cur ~= '0-0' then redis.call('XTRIM', KEYS[2], 'MINID', cur) end
 return 1
 ";
 
-/// Appends `ARGV[2..]` to the logs `KEYS[1..]` (one entry each), unless Redis's clock is past
-/// `ARGV[1]` (ms): then nothing, and 0.
-const APPEND_BATCH: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if now > tonumber(ARGV[1]) then return 0 end
-for i, key in ipairs(KEYS) do
-  redis.call('XADD', key, '*', 'e', ARGV[i + 1])
+/// Appends inputs to room logs: `KEYS` are triples (log, counter, snapshot) and `ARGV[3..]`
+/// one entry body per triple. Each entry gets `n`, the room's count of entries so far, so a node can tell
+/// that it missed some (trimmed away while it lagged, or lost with Redis's data). Refuses
+/// everything (-1) unless the epoch is `ARGV[2]` (a node that has not noticed that Redis lost
+/// its data must not write into the new epoch), and (0) if Redis's clock is past `ARGV[1]` ms
+/// (0 = no deadline). Every key written lives `ARGV[...]` ms more (the last argument).
+const APPEND: &str = r"
+if redis.call('GET', 'chat:epoch') ~= ARGV[2] then return -1 end
+local deadline = tonumber(ARGV[1])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then return 0 end
+end
+local ttl = ARGV[#ARGV]
+for i = 1, #KEYS, 3 do
+  local n = redis.call('INCR', KEYS[i + 1])
+  redis.call('XADD', KEYS[i], '*', 'n', n, 'e', ARGV[(i + 2) / 3 + 2])
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  redis.call('PEXPIRE', KEYS[i + 1], ttl)
+  redis.call('PEXPIRE', KEYS[i + 2], ttl)
 end
 return 1
 ";
+
+/// Rooms nobody writes to for this long are forgotten by Redis (their log, counter and
+/// snapshot expire), so client-chosen room names cannot fill it up.
+pub const ROOM_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// How long after sending a batch Redis may still append it (ms, on its clock); kept well
 /// under the 1 s this node waits for an answer, so a late answer means "not appended".
@@ -169,6 +186,8 @@ struct Envelope {
 pub struct LogEntry {
     /// Its position (and time).
     pub id: EntryId,
+    /// Its number in the room's log (1, 2, ...; 0 if missing): gaps show entries missed.
+    pub n: u64,
     /// The node that appended it.
     pub by: u64,
     /// The input, `None` if the entry could not be read (it is skipped by every node alike).
@@ -185,6 +204,9 @@ pub struct Snapshot {
     /// The room.
     pub room: RoomSnapshot,
 }
+
+/// A heartbeat's answers: SET, the epoch, Redis's TIME, the node counter.
+type Heartbeat = (Value, Option<String>, (u64, u64), Option<u64>);
 
 /// Why a Redis operation could not be done now.
 #[derive(Debug)]
@@ -244,8 +266,16 @@ pub struct Submission {
 /// the "temporarily unavailable" error line (Redis is not keeping up).
 const QUEUE_CAPACITY: usize = 16 * 1024;
 
+/// Most leaves kept while Redis is unavailable.
+const PENDING_LEAVES_MAX: usize = 64 * 1024;
+
 /// Most inputs sent to Redis in one pipeline.
 pub const BATCH_MAX: usize = 512;
+
+/// The key counting a room's log entries.
+fn count_key(room: &str) -> String {
+    format!("chat:room:{room}:n")
+}
 
 /// The stream key of a room's log.
 pub fn log_key(room: &str) -> String {
@@ -295,7 +325,7 @@ impl Cluster {
             pending_leaves: Mutex::new(Vec::new()),
             save_snapshot: Script::new(SAVE_SNAPSHOT),
             next_node: Script::new(NEXT_NODE),
-            append_script: Script::new(APPEND_BATCH),
+            append_script: Script::new(APPEND),
             clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
             queue,
             queued: Mutex::new(Some(queued)),
@@ -377,13 +407,14 @@ impl Cluster {
             .is_some_and(|t| t.elapsed() >= self.timeout)
     }
 
-    /// Refreshes this node's heartbeat. Returns `Ok(false)` when the epoch changed: Redis
-    /// lost its data and every room must start afresh.
+    /// Refreshes this node's heartbeat. Returns `Ok(false)` when the epoch changed or the
+    /// node counter went back: Redis lost (some of) its data and every room must start
+    /// afresh.
     pub async fn heartbeat_once(&self) -> Result<bool, Unavailable> {
         let mut cmd = self.cmd.clone();
         let ttl = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         let sent = unix_ms();
-        let result: RedisResult<(Value, Option<String>, (u64, u64))> = redis::pipe()
+        let result: RedisResult<Heartbeat> = redis::pipe()
             .cmd("SET")
             .arg(format!("chat:node:{}", self.node()))
             .arg(&self.name)
@@ -392,10 +423,12 @@ impl Cluster {
             .cmd("GET")
             .arg("chat:epoch")
             .cmd("TIME")
+            .cmd("GET")
+            .arg("chat:nodes")
             .query_async(&mut cmd)
             .await;
         match result {
-            Ok((_, epoch, (secs, micros))) => {
+            Ok((_, epoch, (secs, micros), nodes)) => {
                 // Redis's clock minus ours, taken at the middle of the round trip.
                 let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
                 let middle = sent.saturating_add(unix_ms()) / 2;
@@ -403,7 +436,10 @@ impl Cluster {
                     - i64::try_from(middle).unwrap_or(i64::MAX);
                 self.clock_offset_ms.store(offset, Ordering::Relaxed);
                 self.mark(true);
-                Ok(epoch.as_deref() == Some(self.epoch.lock().as_str()))
+                // Redis came back with older data if the node counter is below our number:
+                // numbers could then be handed out twice, so start afresh as for a new epoch.
+                let same_epoch = epoch.as_deref() == Some(self.epoch.lock().as_str());
+                Ok(same_epoch && nodes.unwrap_or(0) >= self.node())
             }
             Err(err) => {
                 self.mark(false);
@@ -438,14 +474,24 @@ impl Cluster {
                 "connection from before Redis lost its data".into(),
             ));
         }
-        self.append(room, input).await
+        self.append_entries(&[(room, &input)], self.deadline())
+            .await
     }
 
-    /// Appends one input to a room's log.
-    pub async fn append(&self, room: &str, input: LogInput) -> Result<(), Unavailable> {
-        let mut pipe = redis::pipe();
-        self.add_xadd(&mut pipe, room, input)?;
-        self.run(pipe).await
+    /// The deadline (Redis clock, ms) for an append sent now.
+    fn deadline(&self) -> i64 {
+        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
+        i64::try_from(unix_ms())
+            .unwrap_or(i64::MAX)
+            .saturating_add(offset)
+            .saturating_add(APPEND_DEADLINE_MS)
+            .max(1)
+    }
+
+    /// Appends inputs to a room's log (joins, leaves of dead nodes' members), in order.
+    pub async fn append(&self, room: &str, inputs: &[LogInput]) -> Result<(), Unavailable> {
+        let entries: Vec<(&str, &LogInput)> = inputs.iter().map(|i| (room, i)).collect();
+        self.append_entries(&entries, 0).await
     }
 
     /// Queues a message or leave of this node's connection for the appender, which keeps
@@ -467,30 +513,46 @@ impl Cluster {
         self.queued.lock().take()
     }
 
-    /// Appends queued inputs with one pipeline (one round trip), in order.
+    /// Appends queued client inputs, in order, with one script call (one round trip).
     ///
     /// The batch carries a deadline on Redis's clock, shorter than the time this node waits
     /// for the answer: a batch Redis gets to too late (it was stalled) is not appended at
-    /// all, so a sender told "not sent" was not sent. All or nothing, as one script.
+    /// all, so a sender told "not sent" was not sent. All or nothing.
     pub async fn append_batch(&self, batch: &[Submission]) -> Result<(), Unavailable> {
-        let offset = self.clock_offset_ms.load(Ordering::Relaxed);
-        let deadline = i64::try_from(unix_ms())
-            .unwrap_or(i64::MAX)
-            .saturating_add(offset)
-            .saturating_add(APPEND_DEADLINE_MS);
+        let entries: Vec<(&str, &LogInput)> = batch.iter().map(|s| (&*s.room, &s.input)).collect();
+        self.append_entries(&entries, self.deadline()).await
+    }
+
+    /// One `APPEND` script call for `entries` (room, input), with a deadline (0: none).
+    async fn append_entries(
+        &self,
+        entries: &[(&str, &LogInput)],
+        deadline: i64,
+    ) -> Result<(), Unavailable> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut invocation = self.append_script.prepare_invoke();
-        invocation.arg(deadline);
-        for item in batch {
+        invocation.arg(deadline).arg(self.epoch.lock().as_str());
+        for (room, input) in entries {
             let body = serde_json::to_string(&Envelope {
                 by: self.node(),
-                input: item.input.clone(),
+                input: (*input).clone(),
             })
             .map_err(|e| Unavailable(e.to_string()))?;
-            invocation.key(log_key(&item.room)).arg(body);
+            invocation
+                .key(log_key(room))
+                .key(count_key(room))
+                .key(snap_key(room))
+                .arg(body);
         }
+        invocation.arg(ROOM_TTL_MS);
         let mut cmd = self.cmd.clone();
         match bounded(invocation.invoke_async::<i64>(&mut cmd)).await {
             Ok(1) => Ok(()),
+            Ok(-1) => Err(Unavailable(
+                "Redis is in another epoch (it lost its data)".into(),
+            )),
             Ok(_) => Err(Unavailable("Redis answered after the deadline".into())),
             Err(err) => {
                 self.mark(false);
@@ -499,68 +561,45 @@ impl Cluster {
         }
     }
 
-    /// Adds `XADD chat:room:{room}:log * e {by, input}` to `pipe`.
-    fn add_xadd(
-        &self,
-        pipe: &mut redis::Pipeline,
-        room: &str,
-        input: LogInput,
-    ) -> Result<(), Unavailable> {
-        let body = serde_json::to_string(&Envelope {
-            by: self.node(),
-            input,
-        })
-        .map_err(|e| Unavailable(e.to_string()))?;
-        pipe.cmd("XADD")
-            .arg(log_key(room))
-            .arg("*")
-            .arg("e")
-            .arg(body)
-            .ignore();
-        Ok(())
-    }
-
-    async fn run(&self, pipe: redis::Pipeline) -> Result<(), Unavailable> {
-        let mut cmd = self.cmd.clone();
-        let result: RedisResult<()> = pipe.query_async(&mut cmd).await;
-        if let Err(err) = result {
-            self.mark(false);
-            return Err(err.into());
-        }
-        Ok(())
-    }
-
-    /// Keeps a leave to append once Redis is back.
+    /// Keeps a leave to append once Redis is back. Bounded: past [`PENDING_LEAVES_MAX`] the
+    /// leave is dropped with a warning (that member stays listed until the room restarts).
     pub fn defer_leave(&self, room: &str, conn: ConnId) {
-        if node_of(conn) == self.node() {
-            self.pending_leaves.lock().push((room.to_owned(), conn.0));
-        }
-    }
-
-    /// Appends a leave; if Redis is unavailable, keeps it to append once Redis is back.
-    pub async fn append_leave(&self, room: &str, conn: ConnId) {
         if node_of(conn) != self.node() {
             return;
         }
-        if self
-            .append(room, LogInput::Leave { conn: conn.0 })
-            .await
-            .is_err()
-        {
-            self.pending_leaves.lock().push((room.to_owned(), conn.0));
+        let mut pending = self.pending_leaves.lock();
+        if pending.len() < PENDING_LEAVES_MAX {
+            pending.push((room.to_owned(), conn.0));
+        } else {
+            tracing::warn!(%room, ?conn, "too many leaves waiting for Redis; dropping one");
         }
     }
 
-    /// Appends the leaves kept while Redis was unavailable.
+    /// Appends the leaves kept while Redis was unavailable, a batch per round trip.
     pub async fn flush_pending_leaves(&self) {
-        let pending = std::mem::take(&mut *self.pending_leaves.lock());
-        for (i, (room, conn)) in pending.iter().enumerate() {
-            if self
-                .append(room, LogInput::Leave { conn: *conn })
-                .await
-                .is_err()
-            {
-                self.pending_leaves.lock().extend_from_slice(&pending[i..]);
+        loop {
+            let batch: Vec<(String, u64)> = {
+                let mut pending = self.pending_leaves.lock();
+                let take = pending.len().min(BATCH_MAX);
+                pending.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            let inputs: Vec<LogInput> = batch
+                .iter()
+                .map(|(_, conn)| LogInput::Leave { conn: *conn })
+                .collect();
+            let entries: Vec<(&str, &LogInput)> = batch
+                .iter()
+                .zip(&inputs)
+                .map(|((room, _), input)| (room.as_str(), input))
+                .collect();
+            if self.append_entries(&entries, 0).await.is_err() {
+                let mut pending = self.pending_leaves.lock();
+                let later = std::mem::take(&mut *pending);
+                *pending = batch;
+                pending.extend(later);
                 return;
             }
         }
@@ -569,15 +608,24 @@ impl Cluster {
     /// Pokes this node's reader so it starts reading a newly followed room at once.
     pub async fn wake_reader(&self) {
         let mut cmd = self.cmd.clone();
-        let _: RedisResult<Value> = redis::cmd("XADD")
-            .arg(self.wake_key())
-            .arg("MAXLEN")
-            .arg(8)
-            .arg("*")
-            .arg("w")
-            .arg(1)
-            .query_async(&mut cmd)
-            .await;
+        // Expires, so the streams of nodes long gone do not pile up.
+        let _: Result<(), Unavailable> = bounded(
+            redis::pipe()
+                .cmd("XADD")
+                .arg(self.wake_key())
+                .arg("MAXLEN")
+                .arg(8)
+                .arg("*")
+                .arg("w")
+                .arg(1)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(self.wake_key())
+                .arg(ROOM_TTL_MS)
+                .ignore()
+                .query_async(&mut cmd),
+        )
+        .await;
     }
 
     /// This node's wake stream.
@@ -593,7 +641,7 @@ impl Cluster {
         fresh: impl Fn() -> RoomSnapshot,
     ) -> Result<(Snapshot, Vec<LogEntry>), Unavailable> {
         let mut cmd = self.cmd.clone();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let (body, range): (Option<String>, StreamRangeReply) = redis::pipe()
                 .atomic()
                 .cmd("HGET")
@@ -614,18 +662,50 @@ impl Cluster {
                 self.save(room, &initial).await?;
                 continue;
             };
-            let snapshot: Snapshot = serde_json::from_str(&body)
-                .map_err(|e| Unavailable(format!("room {room}: unreadable snapshot: {e}")))?;
+            let snapshot: Snapshot = match serde_json::from_str(&body) {
+                Ok(snapshot) => snapshot,
+                Err(err) => {
+                    tracing::error!(%room, %err, "unreadable snapshot; the room starts afresh");
+                    self.forget_room(room).await?;
+                    continue;
+                }
+            };
             let after = EntryId::parse(&snapshot.id).unwrap_or_default();
-            let entries = range
+            let entries: Vec<LogEntry> = range
                 .ids
                 .into_iter()
                 .map(decode)
                 .filter(|e| e.id > after)
                 .collect();
+            let contiguous = entries
+                .iter()
+                .zip(snapshot.applied.saturating_add(1)..)
+                .all(|(entry, n)| entry.n == n);
+            if !contiguous {
+                tracing::error!(%room, "log entries missing after the snapshot; the room starts afresh");
+                self.forget_room(room).await?;
+                continue;
+            }
             return Ok((snapshot, entries));
         }
-        Err(Unavailable(format!("room {room}: snapshot vanished")))
+        Err(Unavailable(format!("room {room}: could not be loaded")))
+    }
+
+    /// Forgets a room whose stored state is unusable (a snapshot that does not parse, or a
+    /// log with entries missing after it): the room starts afresh, and nodes that follow it
+    /// notice the restarted count and reload.
+    pub async fn forget_room(&self, room: &str) -> Result<(), Unavailable> {
+        let mut cmd = self.cmd.clone();
+        let _: () = bounded(
+            redis::pipe()
+                .atomic()
+                .del(snap_key(room))
+                .del(log_key(room))
+                .del(count_key(room))
+                .query_async(&mut cmd),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Stores `snapshot` unless a newer one is there.
@@ -633,7 +713,12 @@ impl Cluster {
         let body = serde_json::to_string(snapshot).map_err(|e| Unavailable(e.to_string()))?;
         let mut cmd = self.cmd.clone();
         let mut invocation = self.save_snapshot.key(snap_key(room));
-        invocation.key(log_key(room)).arg(&snapshot.id).arg(body);
+        invocation
+            .key(log_key(room))
+            .arg(&snapshot.id)
+            .arg(body)
+            .arg(self.epoch.lock().as_str())
+            .arg(ROOM_TTL_MS);
         let _: i64 = bounded(invocation.invoke_async(&mut cmd)).await?;
         Ok(())
     }
@@ -728,6 +813,14 @@ fn unix_ms() -> u64 {
 /// Reads one stream entry; an unreadable one becomes an entry without input.
 fn decode(entry: StreamId) -> LogEntry {
     let id = EntryId::parse(&entry.id).unwrap_or_default();
+    let n = match entry.map.get("n") {
+        Some(Value::BulkString(bytes)) => std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        Some(Value::Int(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => 0,
+    };
     let envelope = match entry.map.get("e") {
         Some(Value::BulkString(bytes)) => serde_json::from_slice::<Envelope>(bytes).ok(),
         _ => None,
@@ -735,11 +828,13 @@ fn decode(entry: StreamId) -> LogEntry {
     match envelope {
         Some(Envelope { by, input }) => LogEntry {
             id,
+            n,
             by,
             input: Some(input),
         },
         None => LogEntry {
             id,
+            n,
             by: 0,
             input: None,
         },

@@ -90,6 +90,9 @@ struct LogPosition {
     applied: u64,
 }
 
+/// Log entries were missed: a room copy is out of step with the log.
+struct Missed;
+
 /// Some members of one room.
 type RoomMembers = (Arc<str>, Vec<ConnId>);
 
@@ -237,21 +240,31 @@ impl Hub {
             drop(state);
             break cell;
         };
-        let joined = async {
+        let loaded = async {
             self.load(cluster, &cell).await?;
             // Members of nodes that died while nobody followed the room leave before this
             // join, so the joiner is not welcomed by ghosts (nor refused their nicknames).
             if cluster.may_judge() {
                 self.reap(cluster, std::slice::from_ref(&cell)).await?;
             }
-            let input = LogInput::Join {
-                conn: conn.0,
-                nick: req.nick.map(str::to_owned),
-                since: req.since,
-            };
-            cluster.append_own(&cell.name, conn, input).await
+            Ok::<(), Unavailable>(())
         };
-        if let Err(err) = joined.await {
+        let joined = match loaded.await {
+            Ok(()) => {
+                let input = LogInput::Join {
+                    conn: conn.0,
+                    nick: req.nick.map(str::to_owned),
+                    since: req.since,
+                };
+                // Only a failed append may still have reached Redis (its answer was late).
+                cluster
+                    .append_own(&cell.name, conn, input)
+                    .await
+                    .inspect_err(|_| cluster.defer_leave(&cell.name, conn))
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = joined {
             self.metrics.log_append_failures.inc();
             tracing::debug!(?conn, room = %cell.name, %err, "join failed");
             {
@@ -260,8 +273,6 @@ impl Hub {
                 state.peers.remove(&conn);
             }
             control.close(CloseCode::Again, UNAVAILABLE);
-            // The append may have reached Redis after all; make sure the member leaves.
-            cluster.append_leave(&cell.name, conn).await;
             self.drop_if_empty(&cell);
             return None;
         }
@@ -301,7 +312,11 @@ impl Hub {
                 applied: snapshot.applied,
             });
             for entry in entries {
-                self.apply(cluster, &cell.name, &mut state, entry);
+                if self.apply(cluster, &cell.name, &mut state, entry).is_err() {
+                    // Not loaded: the next joiner tries again.
+                    state.log = None;
+                    return Err(Unavailable("room log has a gap".into()));
+                }
             }
         }
         cluster.wake_reader().await;
@@ -310,19 +325,29 @@ impl Hub {
 
     /// Applies one log entry to this node's copy of the room and delivers its outputs to the
     /// local members. Entries at or before the copy's position are skipped, so a read that
-    /// raced with loading cannot apply anything twice.
+    /// raced with loading cannot apply anything twice. `Err(Missed)` when entries before this
+    /// one are gone: this copy can no longer be right and must be reloaded.
     fn apply(
         &self,
         cluster: &Arc<Cluster>,
         room_name: &Arc<str>,
         state: &mut RoomState,
         entry: LogEntry,
-    ) {
+    ) -> Result<(), Missed> {
         let Some(pos) = state.log.as_mut() else {
-            return;
+            return Ok(());
         };
         if entry.id <= pos.last {
-            return;
+            return Ok(());
+        }
+        if entry.n != pos.applied.saturating_add(1) {
+            tracing::warn!(
+                room = %room_name,
+                expected = pos.applied.saturating_add(1),
+                got = entry.n,
+                "room log entries missed (trimmed while this node lagged, or lost by Redis)"
+            );
+            return Err(Missed);
         }
         pos.last = entry.id;
         pos.applied += 1;
@@ -386,6 +411,30 @@ impl Hub {
                     tracing::warn!(room = %name, %err, "could not save a snapshot");
                 }
             });
+        }
+        Ok(())
+    }
+
+    /// A room copy that missed log entries: its clients are closed with 1012 (they reconnect
+    /// and resume with `?since=`, history filling the gap) and the copy is dropped, so the
+    /// next join loads the room afresh.
+    fn resync(&self, cell: &RoomCell) {
+        {
+            let mut rooms = self.rooms.lock();
+            if rooms
+                .get(&cell.name)
+                .is_some_and(|c| std::ptr::eq(&**c, cell))
+            {
+                rooms.remove(&cell.name);
+                self.metrics.rooms.set(rooms.len() as i64);
+            }
+        }
+        let mut state = cell.state.lock();
+        state.closed = true;
+        let state = &mut *state;
+        for (_, peer) in state.peers.drain().chain(state.joining.drain()) {
+            peer.control
+                .close(CloseCode::Restart, "room resynchronizing; reconnect");
         }
     }
 
@@ -513,11 +562,13 @@ impl Hub {
                     continue;
                 }
                 tracing::info!(node, %room, members = conns.len(), "node is gone; its members leave");
-                for conn in conns {
-                    cluster
-                        .append(&room, LogInput::Leave { conn: conn.0 })
-                        .await?;
-                    self.metrics.dead_node_leaves.inc();
+                let leaves: Vec<LogInput> = conns
+                    .iter()
+                    .map(|conn| LogInput::Leave { conn: conn.0 })
+                    .collect();
+                for chunk in leaves.chunks(cluster::BATCH_MAX) {
+                    cluster.append(&room, chunk).await?;
+                    self.metrics.dead_node_leaves.inc_by(chunk.len() as u64);
                 }
             }
         }
@@ -675,8 +726,16 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
                     if state.closed {
                         continue;
                     }
+                    let mut missed = false;
                     for entry in entries {
-                        hub.apply(cluster, &cell.name, &mut state, entry);
+                        if hub.apply(cluster, &cell.name, &mut state, entry).is_err() {
+                            missed = true;
+                            break;
+                        }
+                    }
+                    drop(state);
+                    if missed {
+                        hub.resync(cell);
                     }
                 }
             }
@@ -691,31 +750,22 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
     }
 }
 
-/// A replicated node's heartbeat, every quarter of `--node-timeout`: refreshes this node's
-/// key, appends leaves kept during an outage, announces dead nodes' members as gone, and
-/// starts afresh if Redis lost its data.
-pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
-    let every = cluster.heartbeat_every();
-    let mut ticks = tokio::time::interval(every);
+/// A replicated node's heartbeat, every quarter of `--node-timeout`, on a task of its own so
+/// that nothing slow delays it (a late heartbeat gets a live node declared dead). Starts
+/// afresh if Redis lost its data. Runs until `stop`: at shutdown, until the last client
+/// inputs are appended.
+pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, stop: &CancellationToken) {
+    let mut ticks = tokio::time::interval(cluster.heartbeat_every());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
         let beat = cluster.heartbeat_once().await;
         hub.metrics.redis_up.set(i64::from(beat.is_ok()));
         match beat {
-            Ok(true) => {
-                cluster.flush_pending_leaves().await;
-                if cluster.may_judge() {
-                    let cells: Vec<Arc<RoomCell>> =
-                        hub.followed().into_iter().map(|(c, _)| c).collect();
-                    if let Err(err) = hub.reap(cluster, &cells).await {
-                        tracing::debug!(%err, "checking for dead nodes failed");
-                    }
-                }
-            }
+            Ok(true) => {}
             Ok(false) => {
                 tracing::warn!("Redis lost its data: closing every client (1012), starting afresh");
                 // A new number first, so clients reconnecting after the 1012 get ids of the
@@ -726,6 +776,29 @@ pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
                 hub.reset();
             }
             Err(err) => tracing::debug!(%err, "heartbeat failed"),
+        }
+    }
+}
+
+/// A replicated node's upkeep, as often as its heartbeat: appends the leaves kept during an
+/// outage and announces that members of dead nodes left.
+pub async fn look_after(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
+    let mut ticks = tokio::time::interval(cluster.heartbeat_every());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if !cluster.is_healthy() {
+            continue;
+        }
+        cluster.flush_pending_leaves().await;
+        if cluster.may_judge() {
+            let cells: Vec<Arc<RoomCell>> = hub.followed().into_iter().map(|(c, _)| c).collect();
+            if let Err(err) = hub.reap(cluster, &cells).await {
+                tracing::debug!(%err, "checking for dead nodes failed");
+            }
         }
     }
 }

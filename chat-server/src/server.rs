@@ -231,8 +231,14 @@ impl Server {
             let (s2, c2) = (shared.clone(), cluster);
             shared
                 .tracker
-                .spawn(async move { hub::keep_alive(&s2.hub, &c2, &s2.shutdown).await });
+                .spawn(async move { hub::look_after(&s2.hub, &c2, &s2.shutdown).await });
         }
+        // The heartbeat outlives the connections too, so this node is not declared dead
+        // while its last inputs are being appended.
+        let heartbeat = shared.hub.cluster().cloned().map(|cluster| {
+            let (shared, drained) = (shared.clone(), drained.clone());
+            tokio::spawn(async move { hub::keep_alive(&shared.hub, &cluster, &drained).await })
+        });
         loop {
             let accepted = tokio::select! {
                 () = shared.shutdown.cancelled() => break,
@@ -276,6 +282,9 @@ impl Server {
         drained.cancel();
         if let Some(appender) = appender {
             let _ = tokio::time::timeout(APPENDER_GRACE, appender).await;
+        }
+        if let Some(heartbeat) = heartbeat {
+            let _ = heartbeat.await;
         }
         if let Some(cluster) = shared.hub.cluster() {
             cluster.deregister().await;
