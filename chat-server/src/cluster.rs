@@ -8,7 +8,8 @@
 //! Redis has ordered it.
 //!
 //! Keys (all under `chat:`):
-//! - `chat:room:{ROOM}:log`: the room's stream of inputs;
+//! - `chat:room:{ROOM}:log`: the room's stream of inputs, each numbered (`n`) from
+//!   `chat:room:{ROOM}:n`, so a node can tell when it missed some and must reload the room;
 //! - `chat:room:{ROOM}:snap`: a hash with the latest snapshot (`id`, `body`); a node that
 //!   starts following a room restores it and applies the log after it. Each snapshot trims the
 //!   log up to the previous one;
@@ -17,6 +18,9 @@
 //! - `chat:epoch`: a random value set once; if it changes, Redis lost its data;
 //! - `chat:reap:{N}:{ROOM}`: claim by the node that announces dead node N's members left;
 //! - `chat:wake:{N}`: pokes node N's reader when it starts following a room.
+//!
+//! Room keys expire after [`ROOM_TTL_MS`] without input. Every write checks `chat:epoch`, so
+//! a node that has not yet noticed that Redis lost its data cannot write into the new epoch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
