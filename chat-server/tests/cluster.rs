@@ -261,6 +261,20 @@ impl Redis {
         std::fs::create_dir_all(&self.data).unwrap();
     }
 
+    /// Copies everything Redis stored (after [`Redis::stop`]) to `to`, for [`Redis::restore`].
+    fn copy_data(&self, to: &Path) {
+        assert!(self.child.is_none(), "copy after stop");
+        copy_dir(&self.data, to);
+    }
+
+    /// Replaces everything Redis stored (after [`Redis::stop`]) with the copy in `from`: the
+    /// next start comes back with that older data, as after restoring a backup.
+    fn restore(&self, from: &Path) {
+        assert!(self.child.is_none(), "restore after stop");
+        std::fs::remove_dir_all(&self.data).expect("remove the Redis data");
+        copy_dir(from, &self.data);
+    }
+
     /// The same binary on the same port and data directory again.
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "restart after stop");
@@ -274,6 +288,20 @@ impl Redis {
                 }
                 Err(e) => panic!("redis-server did not restart on port {}: {e}", self.port),
             }
+        }
+    }
+}
+
+/// Copies the directory tree `from` to `to` (created).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
         }
     }
 }
@@ -1577,4 +1605,322 @@ async fn graceful_shutdown_announces_leaves_at_once() {
     let seen = events_until(&mut ann, within(TIMEOUT), "/who", |v| v["type"] == "who").await;
     assert_eq!(seen.len(), 1, "{}", show(&seen));
     assert_eq!(seen[0]["members"], json!(["ann"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Missed log entries: a node whose copy of a room is out of step with the log resyncs.
+
+/// The highest seq among `events` (0 if none has one): the client's resume point.
+fn max_seq(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .filter_map(|v| v["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The room's count of log entries (`chat:room:{ROOM}:n`); `None` if it has none.
+async fn log_count(redis: &Redis, room: &str) -> Option<u64> {
+    let n = redis_bulk(redis.port, &format!("GET chat:room:{room}:n")).await?;
+    Some(
+        n.parse()
+            .unwrap_or_else(|_| panic!("{room}'s entry count: {n:?}")),
+    )
+}
+
+/// Reads until the close (bounded by `deadline`), which must be 1012; returns the events read
+/// before it and the close reason.
+async fn until_restart(c: &mut Client, deadline: Instant, who: &str) -> (Vec<Value>, String) {
+    let (texts, code, reason) = until_close(c, deadline, who).await;
+    let events: Vec<Value> = texts.iter().map(|t| parse(t)).collect();
+    assert_eq!(
+        code,
+        1012,
+        "{who}: closed with {code} {reason:?} after\n{}want 1012",
+        show(&events)
+    );
+    (events, reason)
+}
+
+/// Reconnects `nick` to `room` on `node` with `?since=` and reads its welcome, checking that
+/// it got its nick back.
+async fn rejoin_json(node: &Node, room: &str, nick: &str, since: u64) -> (Client, Value) {
+    let mut c = node
+        .json(&format!("/chat/{room}?nick={nick}&since={since}"))
+        .await;
+    let first = events_until(&mut c, within(TIMEOUT), "welcome", |_| true).await;
+    let welcome = first.into_iter().next().unwrap();
+    assert_eq!(welcome["type"], "welcome", "{nick} rejoining: {welcome}");
+    assert_eq!(welcome["nick"], nick, "{nick} rejoining: {welcome}");
+    (c, welcome)
+}
+
+/// Every client sends `PER` messages `TAG-NICK-K`; then each must see all of them live, in
+/// one order shared by all, with increasing seqs and each sender's in the order it sent
+/// them. Events replayed from history (still unread after a welcome) are skipped.
+async fn chat_same_order(clients: &mut [(&str, &mut Client)], tag: &str) {
+    const PER: usize = 3;
+    for k in 0..PER {
+        for (nick, c) in clients.iter_mut() {
+            c.send(&format!("{tag}-{nick}-{k}")).await;
+        }
+    }
+    let want = PER * clients.len();
+    let mut logs = Vec::new();
+    for (nick, c) in clients.iter_mut() {
+        let deadline = within(TIMEOUT);
+        let mut live = Vec::new();
+        while live.len() < want {
+            let v = match next_got(c, deadline).await {
+                Some(Got::Text(t)) => parse(&t),
+                other => panic!(
+                    "{nick}: got {other:?} after {} of {want} messages:\n{}",
+                    live.len(),
+                    show(&live)
+                ),
+            };
+            if v["replay"] == true {
+                continue;
+            }
+            assert!(
+                v["type"] == "message" && is_live(&v),
+                "{nick}: unexpected {v} after\n{}",
+                show(&live)
+            );
+            live.push(strip(&v));
+        }
+        logs.push(live);
+    }
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            log,
+            &logs[0],
+            "{} and {} saw different orders:\n{}vs\n{}",
+            clients[i].0,
+            clients[0].0,
+            show(log),
+            show(&logs[0])
+        );
+    }
+    let log = &logs[0];
+    let seqs: Vec<u64> = log.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for (nick, _) in clients.iter() {
+        let texts: Vec<&str> = log
+            .iter()
+            .filter(|v| v["from"] == *nick)
+            .map(|v| v["text"].as_str().unwrap())
+            .collect();
+        let sent: Vec<String> = (0..PER).map(|k| format!("{tag}-{nick}-{k}")).collect();
+        assert_eq!(texts, sent, "messages from {nick} in\n{}", show(log));
+    }
+}
+
+#[tokio::test]
+async fn missed_log_entries_make_nodes_resync() {
+    const ROOM: &str = "gap";
+    let dir = TestDir::new("gap");
+    let redis = Redis::start(&dir).await;
+    let a = Node::start(&dir, &redis, "nodeA").await;
+    let b = Node::start(&dir, &redis, "nodeB").await;
+    let (mut ann, _) = join_json(&a, ROOM, "ann").await;
+    let (mut bob, _) = join_json(&b, ROOM, "bob").await;
+    let mut ann_seen = events_until(&mut ann, within(TIMEOUT), "bob joined", |v| {
+        is(v, "join", "bob")
+    })
+    .await;
+
+    // Both joins are entries 1 and 2. Entry 3 is "trimmed away before either node read it":
+    // the counter moves on behind the nodes' backs, so ann's message becomes entry 4.
+    assert_eq!(log_count(&redis, ROOM).await, Some(2));
+    let incr = format!("INCR chat:room:{ROOM}:n");
+    assert_eq!(redis_int(redis.port, &incr).await, 3);
+    ann.send("after the gap").await;
+
+    // Both copies now know they missed an entry: every client of the room is told to
+    // reconnect (the message is not applied by a copy that missed what came before it, but a
+    // client may have been shown it first; either is fine).
+    let deadline = within(TIMEOUT);
+    let mut last = Vec::new();
+    for (name, c) in [("ann", &mut ann), ("bob", &mut bob)] {
+        let (events, reason) = until_restart(c, deadline, name).await;
+        assert_eq!(reason, "room resynchronizing; reconnect", "{name}");
+        for v in &events {
+            assert!(
+                v["replay"] == true || is_message(v, "after the gap"),
+                "{name}: unexpected {v} before the close"
+            );
+        }
+        if name == "ann" {
+            ann_seen.extend(events);
+            last.push(max_seq(&ann_seen));
+        } else {
+            last.push(max_seq(&events));
+        }
+    }
+
+    // They come back (one after the other, so the second finds the room the first
+    // reloaded), each on its own node, resuming where it was, and chat as before.
+    let (mut ann, _) = rejoin_json(&a, ROOM, "ann", last[0]).await;
+    let (mut bob, _) = rejoin_json(&b, ROOM, "bob", last[1]).await;
+    events_until(&mut ann, within(TIMEOUT), "bob rejoined", |v| {
+        is_live(v) && is(v, "join", "bob")
+    })
+    .await;
+    chat_same_order(&mut [("ann", &mut ann), ("bob", &mut bob)], "resynced").await;
+}
+
+/// Redis comes back from a backup, older than what the nodes have applied.
+///
+/// Mechanism exercised: the entry numbers (`n`). Nothing else tells the nodes: the epoch is
+/// the same (the backup has it), and so is `chat:nodes` (no node registered in between), so the
+/// heartbeat sees nothing wrong, and the restored log holds nothing after the nodes' position.
+/// The room's counter, though, went back from 6 to 4, so the next entry appended (ann's
+/// message) is numbered 5 while both copies applied 6 and expect 7: both resync, closing
+/// their clients with 1012 ("room resynchronizing; reconnect"). A close for the other reason
+/// ("service restart", a node noticing the rollback by itself) is accepted too. The reloaded
+/// room is the restored log plus what came after it (that message, the leaves), contiguous.
+#[tokio::test]
+async fn redis_rollback_to_older_data_is_detected() {
+    const ROOM: &str = "rollback";
+    // Longer than the default, so that a node slow to reconnect after a Redis restart is not
+    // judged dead meanwhile (its members would be closed with 1013, not what this is about).
+    let flags = ["--node-timeout", "3s"];
+    let dir = TestDir::new("rollback");
+    let mut redis = Redis::start(&dir).await;
+    let a = Node::start_with(&dir, &redis, "nodeA", &flags).await;
+    let b = Node::start_with(&dir, &redis, "nodeB", &flags).await;
+    let (mut ann, _) = join_json(&a, ROOM, "ann").await;
+    let (mut bob, _) = join_json(&b, ROOM, "bob").await;
+    events_until(&mut ann, within(TIMEOUT), "bob joined", |v| {
+        is(v, "join", "bob")
+    })
+    .await;
+    // One message at a time, so every client has seen everything before the next step.
+    let mut seen: [Vec<Value>; 2] = Default::default();
+    for (from, text) in [(0, "old-1"), (1, "old-2")] {
+        [&mut ann, &mut bob][from].send(text).await;
+        for (i, c) in [&mut ann, &mut bob].into_iter().enumerate() {
+            seen[i].extend(events_until(c, within(TIMEOUT), text, |v| is_message(v, text)).await);
+        }
+    }
+    assert_eq!(
+        log_count(&redis, ROOM).await,
+        Some(4),
+        "two joins, two messages"
+    );
+
+    // The backup.
+    redis.stop().await;
+    let older = dir.path.join("redis-data-older");
+    redis.copy_data(&older);
+    // The nodes notice the outage before Redis is back, so that once they answer 200 again
+    // they have reconnected (and messages are not refused).
+    for node in [&a, &b] {
+        node.await_health(503).await;
+    }
+    redis.restart().await;
+    for node in [&a, &b] {
+        assert_eq!(node.await_health(200).await, "ok\n", "{}", node.id);
+    }
+    // Life goes on: the nodes apply entries 5 and 6.
+    for (from, text) in [(0, "new-1"), (1, "new-2")] {
+        [&mut ann, &mut bob][from].send(text).await;
+        for (i, c) in [&mut ann, &mut bob].into_iter().enumerate() {
+            seen[i].extend(events_until(c, within(TIMEOUT), text, |v| is_message(v, text)).await);
+        }
+    }
+    assert_eq!(log_count(&redis, ROOM).await, Some(6));
+
+    // Redis is restored from the backup.
+    redis.stop().await;
+    redis.restore(&older);
+    for node in [&a, &b] {
+        node.await_health(503).await;
+    }
+    redis.restart().await;
+    for node in [&a, &b] {
+        assert_eq!(node.await_health(200).await, "ok\n", "{}", node.id);
+    }
+    assert_eq!(
+        log_count(&redis, ROOM).await,
+        Some(4),
+        "the backup's counter"
+    );
+
+    // Nothing has told the nodes yet; ann's next message does. It may be refused while a
+    // node reconnects: then it is sent again.
+    let deadline = within(REDIS_BOUND);
+    let mut attempt = 0;
+    let mut ann_before = Vec::new();
+    let ann_reason = 'closed: loop {
+        attempt += 1;
+        // The socket may be closing already; the read below notices.
+        let _ = ann
+            .ws
+            .send(Message::text(format!("after-rollback-{attempt}")))
+            .await;
+        loop {
+            let v = match next_got(&mut ann, deadline).await {
+                Some(Got::Text(t)) => parse(&t),
+                Some(Got::Close(code, reason)) => {
+                    assert_eq!(
+                        code,
+                        1012,
+                        "ann: closed with {code} {reason:?} after\n{}want 1012",
+                        show(&ann_before)
+                    );
+                    break 'closed reason;
+                }
+                other => panic!(
+                    "ann: no 1012 within {REDIS_BOUND:?} after the rollback: got {other:?} \
+                     after\n{}",
+                    show(&ann_before)
+                ),
+            };
+            let refused = v["type"] == "error";
+            if refused {
+                let reason = v["text"].as_str().unwrap_or_default();
+                assert!(reason.contains(UNAVAILABLE), "ann: {v}");
+            }
+            ann_before.push(v);
+            if refused {
+                sleep(Duration::from_millis(250)).await;
+                continue 'closed;
+            }
+        }
+    };
+    let (bob_before, bob_reason) = until_restart(&mut bob, deadline, "bob").await;
+    for (name, reason) in [("ann", &ann_reason), ("bob", &bob_reason)] {
+        assert!(
+            reason == "room resynchronizing; reconnect" || reason == "service restart",
+            "{name}: 1012 with reason {reason:?}"
+        );
+    }
+    seen[0].extend(ann_before);
+    seen[1].extend(bob_before);
+
+    // The old connections' leaves go into the log after the closes; once both are in, the
+    // nicks are free again for the reconnecting clients. (A refused attempt was not appended.)
+    let want = 4 + 1 + 2;
+    let wait = within(TIMEOUT);
+    loop {
+        let n = log_count(&redis, ROOM).await;
+        if n == Some(want) {
+            break;
+        }
+        assert!(
+            Instant::now() < wait,
+            "{ROOM}'s entry count {n:?}, want {want} (the backup's 4, ann's message, 2 leaves)"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    let (mut ann, _) = rejoin_json(&a, ROOM, "ann", max_seq(&seen[0])).await;
+    let (mut bob, _) = rejoin_json(&b, ROOM, "bob", max_seq(&seen[1])).await;
+    events_until(&mut ann, within(TIMEOUT), "bob rejoined", |v| {
+        is_live(v) && is(v, "join", "bob")
+    })
+    .await;
+    chat_same_order(&mut [("ann", &mut ann), ("bob", &mut bob)], "restored").await;
 }
