@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chat_core::{ConnId, RoomSnapshot};
+
+use crate::connection::Control;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -264,6 +266,8 @@ pub struct Submission {
     pub conn: ConnId,
     /// A message or leave.
     pub input: LogInput,
+    /// The sending connection, for a message: its slot is given back once appended.
+    pub control: Option<Arc<Control>>,
 }
 
 /// Most client inputs queued for the appender; beyond it a message is refused at once with
@@ -501,14 +505,25 @@ impl Cluster {
     /// Queues a message or leave of this node's connection for the appender, which keeps
     /// one connection's inputs in order. `Err` when the queue is full or the connection is
     /// from before Redis lost its data.
-    pub fn submit(&self, room: Arc<str>, conn: ConnId, input: LogInput) -> Result<(), Unavailable> {
+    pub fn submit(
+        &self,
+        room: Arc<str>,
+        conn: ConnId,
+        input: LogInput,
+        control: Option<Arc<Control>>,
+    ) -> Result<(), Unavailable> {
         if node_of(conn) != self.node() {
             return Err(Unavailable(
                 "connection from before Redis lost its data".into(),
             ));
         }
         self.queue
-            .try_send(Submission { room, conn, input })
+            .try_send(Submission {
+                room,
+                conn,
+                input,
+                control,
+            })
             .map_err(|_| Unavailable("append queue full".into()))
     }
 

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Control {
     notify: Notify,
     /// The hub clock (ms) of the last frame read from the client.
     last_seen_ms: AtomicU64,
+    /// With `--redis`: this connection's messages queued for Redis and not yet appended.
+    appending: AtomicU32,
 }
 
 impl Control {
@@ -60,7 +62,35 @@ impl Control {
             reason: OnceLock::new(),
             notify: Notify::new(),
             last_seen_ms: AtomicU64::new(now_ms),
+            appending: AtomicU32::new(0),
         }
+    }
+
+    /// Takes one of `max` slots for a message on its way to Redis, waiting while all are
+    /// taken: a client sending faster than Redis appends is slowed down (its socket is not
+    /// read meanwhile) instead of filling the node's queue for everyone. `false` if the
+    /// connection is closing.
+    pub async fn start_append(&self, max: u32) -> bool {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.reason.get().is_some() {
+                return false;
+            }
+            // Only the connection's own task takes slots, so this check cannot race.
+            if self.appending.load(Ordering::Acquire) < max {
+                self.appending.fetch_add(1, Ordering::AcqRel);
+                return true;
+            }
+            notified.await;
+        }
+    }
+
+    /// Gives a slot back once its message was appended (or refused).
+    pub fn end_append(&self) {
+        self.appending.fetch_sub(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
     }
 
     /// Closes the connection with `code` and `reason` (unless it is already closing).
@@ -186,7 +216,7 @@ async fn serve(
     room: &RoomCell,
     conn: ConnId,
     outbox: &Outbox,
-    control: &Control,
+    control: &Arc<Control>,
     unsent: &mut Unsent,
 ) -> Result<(), WsError> {
     loop {
@@ -210,7 +240,7 @@ async fn serve(
                 match next {
                     Some(Ok(Message::Text(text))) => {
                         shared.metrics.messages_in.inc();
-                        shared.hub.message(room, conn, text.as_str()).await;
+                        shared.hub.message(room, conn, text.as_str(), control).await;
                     }
                     Some(Ok(Message::Binary(_))) => {
                         control.close(CloseCode::Unsupported, "binary frames are not supported");

@@ -96,6 +96,10 @@ struct Missed;
 /// Some members of one room.
 type RoomMembers = (Arc<str>, Vec<ConnId>);
 
+/// Most messages of one connection on their way to Redis at once (see
+/// [`Control::start_append`]).
+const MAX_APPENDING: u32 = 64;
+
 /// The close reason for a connection refused because Redis cannot be reached.
 const UNAVAILABLE: &str = "temporarily unavailable";
 
@@ -439,7 +443,7 @@ impl Hub {
     }
 
     /// A member's text frame.
-    pub async fn message(&self, cell: &RoomCell, conn: ConnId, text: &str) {
+    pub async fn message(&self, cell: &RoomCell, conn: ConnId, text: &str, control: &Arc<Control>) {
         let Some(cluster) = &self.cluster else {
             let mut state = cell.state.lock();
             // Refusals were answered with an error line; nothing else to do here.
@@ -449,11 +453,18 @@ impl Hub {
             self.deliver(&cell.name, &mut state);
             return;
         };
+        if !control.start_append(MAX_APPENDING).await {
+            return;
+        }
         let input = LogInput::Message {
             conn: conn.0,
             text: text.to_owned(),
         };
-        if cluster.submit(cell.name.clone(), conn, input).is_err() {
+        if cluster
+            .submit(cell.name.clone(), conn, input, Some(control.clone()))
+            .is_err()
+        {
+            control.end_append();
             self.not_sent(cell, conn);
         }
     }
@@ -499,7 +510,10 @@ impl Hub {
         }
         // Through the appender, behind this connection's last messages.
         let input = LogInput::Leave { conn: conn.0 };
-        if cluster.submit(cell.name.clone(), conn, input).is_err() {
+        if cluster
+            .submit(cell.name.clone(), conn, input, None)
+            .is_err()
+        {
             cluster.defer_leave(&cell.name, conn);
         }
         self.drop_if_empty(cell);
@@ -847,6 +861,11 @@ pub async fn append_logs(hub: &Hub, cluster: &Arc<Cluster>, drained: &Cancellati
                         },
                     }
                 }
+            }
+        }
+        for item in &batch {
+            if let Some(control) = &item.control {
+                control.end_append();
             }
         }
         batch.clear();

@@ -1248,6 +1248,79 @@ async fn stalled_redis_means_not_sent_and_never_delivered() {
     }
 }
 
+#[tokio::test]
+async fn a_flooding_client_is_slowed_down_not_everyone() {
+    const FLOOD: usize = 20_000;
+    let dir = TestDir::new("flood");
+    let redis = Redis::start(&dir).await;
+    // No rate limit and deep queues: every flood message is a real broadcast, so the only
+    // thing between the flooder and the node's append queue (16 k) is its own in-flight cap.
+    let flags = ["--rate-per-second", "0", "--queue-capacity", "100000"];
+    let a = Node::start_with(&dir, &redis, "nodeA", &flags).await;
+    let b = Node::start_with(&dir, &redis, "nodeB", &flags).await;
+    let (flooder, _) = join_json(&a, "flood", "flo").await;
+    let (mut calm, _) = join_json(&a, "flood", "cal").await;
+    let (mut far, _) = join_json(&b, "flood", "far").await;
+    events_until(&mut far, within(TIMEOUT), "cal joined", |v| {
+        is(v, "join", "cal")
+    })
+    .await;
+
+    // The whole flood leaves in one burst; a task reads everything the flooder gets back.
+    let (mut sink, mut stream) = flooder.ws.split();
+    let burst: Vec<_> = (0..FLOOD)
+        .map(|i| Ok(Message::text(format!("f{i}"))))
+        .collect();
+    let send = tokio::spawn(async move {
+        sink.send_all(&mut futures_util::stream::iter(burst))
+            .await
+            .unwrap();
+        sink
+    });
+    let read = tokio::spawn(async move {
+        let mut echoes = 0;
+        let mut refusals = Vec::new();
+        while echoes < FLOOD {
+            let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(TIMEOUT, stream.next()).await
+            else {
+                break;
+            };
+            let v = parse(&t);
+            if v["type"] == "error" {
+                refusals.push(v);
+            } else if v["type"] == "message" && v["from"] == "flo" {
+                echoes += 1;
+            }
+        }
+        (echoes, refusals)
+    });
+    // Meanwhile someone else talks; it must not be refused for the flooder's sake.
+    for i in 0..5 {
+        calm.send(&format!("calm-{i}")).await;
+    }
+    for (name, client) in [("cal", &mut calm), ("far", &mut far)] {
+        let seen = events_until(client, within(Duration::from_secs(30)), "calm-4", |v| {
+            is_message(v, "calm-4")
+        })
+        .await;
+        assert!(
+            seen.iter().all(|v| v["type"] != "error"),
+            "{name}: {}",
+            show(&seen)
+        );
+        let calm_seen = seen.iter().filter(|v| v["from"] == "cal").count();
+        assert_eq!(calm_seen, 5, "{name} got every calm message");
+    }
+    let _sink = send.await.unwrap();
+    let (echoes, refusals) = read.await.unwrap();
+    assert!(
+        refusals.is_empty(),
+        "the flooder was refused: {:?}",
+        &refusals[..refusals.len().min(3)]
+    );
+    assert_eq!(echoes, FLOOD, "every flood message came back in the end");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Harness self-check: `redis_restart_mid_run` relies on a restarted Redis keeping its data.
 
