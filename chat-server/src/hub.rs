@@ -453,6 +453,18 @@ impl Hub {
             self.deliver(&cell.name, &mut state);
             return;
         };
+        // Boxed: the wait for a slot should not widen every connection's future.
+        Box::pin(self.message_replicated(cluster, cell, conn, text, control)).await;
+    }
+
+    async fn message_replicated(
+        &self,
+        cluster: &Cluster,
+        cell: &RoomCell,
+        conn: ConnId,
+        text: &str,
+        control: &Arc<Control>,
+    ) {
         if !control.start_append(MAX_APPENDING).await {
             return;
         }
