@@ -703,6 +703,13 @@ impl Hub {
     }
 }
 
+/// Above this many followed rooms, the reader pauses [`COALESCE`] after a read that found
+/// entries.
+const MANY_STREAMS: usize = 64;
+
+/// See [`MANY_STREAMS`]: the latency added to spare Redis re-scanning every stream per entry.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// The reader of a replicated node: one blocking XREAD over the logs of every room this node
 /// follows (and its wake stream), applying new entries in order, until shutdown.
 pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
@@ -738,6 +745,10 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
         };
         match read {
             Ok(keys) => {
+                // One XREAD costs Redis work for every stream it names. With many rooms,
+                // wait a moment after a busy read so the next one collects more entries per
+                // call instead of spinning on one entry at a time.
+                let busy = !keys.is_empty();
                 for (key, entries) in keys {
                     if key == wake.0 {
                         if let Some(last) = entries.last() {
@@ -763,6 +774,9 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
                     if missed {
                         hub.resync(cell);
                     }
+                }
+                if busy && streams.len() > MANY_STREAMS {
+                    tokio::time::sleep(COALESCE).await;
                 }
             }
             Err(err) => {
