@@ -42,11 +42,14 @@ pub const CONN_BITS: u32 = 40;
 /// entry that reached the count).
 pub const SNAPSHOT_EVERY: u64 = 1000;
 
-/// Longest time one XREAD blocks; the reader loop also notices shutdown this often.
-const READ_BLOCK_MS: usize = 1000;
+/// Longest time the reader blocks on its wake stream.
+pub const READ_BLOCK_MS: usize = 1000;
 
 /// Most entries one XREAD returns per stream.
-const READ_COUNT: usize = 512;
+pub const READ_COUNT: usize = 512;
+
+/// Most pokes read at once.
+const WAKE_COUNT: usize = 4096;
 
 /// How long a reap claim holds before another node may retry it.
 const REAP_CLAIM_MS: u64 = 10_000;
@@ -71,8 +74,10 @@ if cm and cur ~= '0-0' then redis.call('XTRIM', KEYS[2], 'MINID', cur) end
 return 1
 ";
 
-/// Appends inputs to room logs: `KEYS` are triples (log, counter, snapshot) and `ARGV[3..]`
-/// one entry body per triple. Each entry gets `n`, the room's count of entries so far, so a node can tell
+/// Appends inputs to room logs: `KEYS` are quadruples (log, counter, snapshot, followers)
+/// and `ARGV[3..]` one entry body per quadruple. Then pokes every node following each room
+/// (`chat:wake:{N}` gets the log's key), so a node's reader blocks on its own wake stream
+/// alone, however many rooms it follows. Each entry gets `n`, the room's count of entries so far, so a node can tell
 /// that it missed some (trimmed away while it lagged, or lost with Redis's data). Refuses
 /// everything (-1) unless the epoch is `ARGV[2]` (a node that has not noticed that Redis lost
 /// its data must not write into the new epoch), and (0) if Redis's clock is past `ARGV[1]` ms
@@ -85,12 +90,17 @@ if deadline > 0 then
   if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then return 0 end
 end
 local ttl = ARGV[#ARGV]
-for i = 1, #KEYS, 3 do
+local poked = {}
+for i = 1, #KEYS, 4 do
   local n = redis.call('INCR', KEYS[i + 1])
-  redis.call('XADD', KEYS[i], '*', 'n', n, 'e', ARGV[(i + 2) / 3 + 2])
-  redis.call('PEXPIRE', KEYS[i], ttl)
-  redis.call('PEXPIRE', KEYS[i + 1], ttl)
-  redis.call('PEXPIRE', KEYS[i + 2], ttl)
+  redis.call('XADD', KEYS[i], '*', 'n', n, 'e', ARGV[(i + 3) / 4 + 2])
+  for k = i, i + 3 do redis.call('PEXPIRE', KEYS[k], ttl) end
+  poked[KEYS[i]] = KEYS[i + 3]
+end
+for log, followers in pairs(poked) do
+  for _, node in ipairs(redis.call('SMEMBERS', followers)) do
+    redis.call('XADD', 'chat:wake:' .. node, 'MAXLEN', '~', 4096, '*', 'k', log)
+  end
 end
 return 1
 ";
@@ -279,6 +289,11 @@ const PENDING_LEAVES_MAX: usize = 64 * 1024;
 
 /// Most inputs sent to Redis in one pipeline.
 pub const BATCH_MAX: usize = 512;
+
+/// The set of node numbers following a room (poked on every append).
+fn followers_key(room: &str) -> String {
+    format!("chat:room:{room}:nodes")
+}
 
 /// The key counting a room's log entries.
 fn count_key(room: &str) -> String {
@@ -563,6 +578,7 @@ impl Cluster {
                 .key(log_key(room))
                 .key(count_key(room))
                 .key(snap_key(room))
+                .key(followers_key(room))
                 .arg(body);
         }
         invocation.arg(ROOM_TTL_MS);
@@ -624,27 +640,94 @@ impl Cluster {
         }
     }
 
-    /// Pokes this node's reader so it starts reading a newly followed room at once.
-    pub async fn wake_reader(&self) {
+    /// Pokes this node's reader so it reads `room` at once.
+    pub async fn wake_reader(&self, room: &str) {
         let mut cmd = self.cmd.clone();
-        // Expires, so the streams of nodes long gone do not pile up.
         let _: Result<(), Unavailable> = bounded(
-            redis::pipe()
-                .cmd("XADD")
+            redis::cmd("XADD")
                 .arg(self.wake_key())
                 .arg("MAXLEN")
-                .arg(8)
+                .arg("~")
+                .arg(4096)
                 .arg("*")
-                .arg("w")
-                .arg(1)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(self.wake_key())
-                .arg(ROOM_TTL_MS)
-                .ignore()
+                .arg("k")
+                .arg(log_key(room))
                 .query_async(&mut cmd),
         )
         .await;
+    }
+
+    /// Marks this node as following `rooms` again (repairs a race between dropping a room
+    /// and following it anew), and keeps its wake stream from expiring.
+    pub async fn refollow(&self, rooms: &[Arc<str>]) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.cmd("SADD")
+                .arg(followers_key(room))
+                .arg(self.node())
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE")
+            .arg(self.wake_key())
+            .arg(ROOM_TTL_MS)
+            .ignore();
+        let mut cmd = self.cmd.clone();
+        bounded(pipe.query_async::<()>(&mut cmd)).await
+    }
+
+    /// Stops the pokes for a room this node no longer follows.
+    pub async fn unfollow(&self, room: &str) {
+        let mut cmd = self.cmd.clone();
+        let _: Result<(), Unavailable> = bounded(
+            redis::cmd("SREM")
+                .arg(followers_key(room))
+                .arg(self.node())
+                .query_async(&mut cmd),
+        )
+        .await;
+    }
+
+    /// Removes a dead node from a room's followers.
+    pub async fn drop_follower(&self, room: &str, node: u64) -> Result<(), Unavailable> {
+        let mut cmd = self.cmd.clone();
+        bounded(
+            redis::cmd("SREM")
+                .arg(followers_key(room))
+                .arg(node)
+                .query_async::<()>(&mut cmd),
+        )
+        .await
+    }
+
+    /// Waits (at most `block_ms`, or not at all) for pokes on this node's wake stream after
+    /// `after`; returns the last id read and the log keys poked.
+    pub async fn read_wake(
+        &self,
+        conn: &mut ConnectionManager,
+        key: &str,
+        after: &str,
+        block_ms: Option<usize>,
+    ) -> Result<(Option<String>, Vec<String>), Unavailable> {
+        let mut options = StreamReadOptions::default().count(WAKE_COUNT);
+        if let Some(ms) = block_ms {
+            options = options.block(ms);
+        }
+        let reply: Option<StreamReadReply> = conn.xread_options(&[key], &[after], &options).await?;
+        let ids: Vec<StreamId> = reply
+            .map(|r| r.keys)
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|k| k.ids)
+            .collect();
+        let last = ids.last().map(|e| e.id.clone());
+        let keys = ids
+            .into_iter()
+            .filter_map(|e| match e.map.get("k") {
+                Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+                _ => None,
+            })
+            .collect();
+        Ok((last, keys))
     }
 
     /// This node's wake stream.
@@ -661,8 +744,17 @@ impl Cluster {
     ) -> Result<(Snapshot, Vec<LogEntry>), Unavailable> {
         let mut cmd = self.cmd.clone();
         for _ in 0..3 {
+            // Following (poked) from the same instant the log is read: no entry falls between.
             let (body, range): (Option<String>, StreamRangeReply) = redis::pipe()
                 .atomic()
+                .cmd("SADD")
+                .arg(followers_key(room))
+                .arg(self.node())
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(followers_key(room))
+                .arg(ROOM_TTL_MS)
+                .ignore()
                 .cmd("HGET")
                 .arg(snap_key(room))
                 .arg("body")
@@ -789,7 +881,8 @@ impl Cluster {
         Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
     }
 
-    /// One blocking read over the given streams (key, last id seen): new entries per key.
+    /// One read over the given streams (key, last id seen): new entries per key (at most
+    /// [`READ_COUNT`] each).
     pub async fn read(
         &self,
         conn: &mut ConnectionManager,
@@ -797,9 +890,7 @@ impl Cluster {
     ) -> Result<Vec<(String, Vec<LogEntry>)>, Unavailable> {
         let keys: Vec<&str> = streams.iter().map(|(k, _)| k.as_str()).collect();
         let ids: Vec<&str> = streams.iter().map(|(_, id)| id.as_str()).collect();
-        let options = StreamReadOptions::default()
-            .block(READ_BLOCK_MS)
-            .count(READ_COUNT);
+        let options = StreamReadOptions::default().count(READ_COUNT);
         let reply: Option<StreamReadReply> = conn.xread_options(&keys, &ids, &options).await?;
         Ok(reply
             .map(|r| r.keys)

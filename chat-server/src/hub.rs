@@ -323,7 +323,7 @@ impl Hub {
                 }
             }
         }
-        cluster.wake_reader().await;
+        cluster.wake_reader(&cell.name).await;
         Ok(())
     }
 
@@ -431,6 +431,7 @@ impl Hub {
             {
                 rooms.remove(&cell.name);
                 self.metrics.rooms.set(rooms.len() as i64);
+                self.unfollow(&cell.name);
             }
         }
         let mut state = cell.state.lock();
@@ -531,6 +532,15 @@ impl Hub {
         self.drop_if_empty(cell);
     }
 
+    /// Stops Redis poking this node about a room it dropped (in the background; a join that
+    /// follows it again meanwhile is repaired by [`look_after`]'s refollow).
+    fn unfollow(&self, room: &Arc<str>) {
+        if let Some(cluster) = &self.cluster {
+            let (cluster, room) = (cluster.clone(), room.clone());
+            tokio::spawn(async move { cluster.unfollow(&room).await });
+        }
+    }
+
     /// Every room this node follows, with its log key and position.
     fn followed(&self) -> Vec<(Arc<RoomCell>, EntryId)> {
         let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
@@ -596,6 +606,7 @@ impl Hub {
                     cluster.append(&room, chunk).await?;
                     self.metrics.dead_node_leaves.inc_by(chunk.len() as u64);
                 }
+                cluster.drop_follower(&room, node).await?;
             }
         }
         Ok(())
@@ -641,6 +652,7 @@ impl Hub {
             state.closed = true;
             rooms.remove(&cell.name);
             self.metrics.rooms.set(rooms.len() as i64);
+            self.unfollow(&cell.name);
         }
     }
 
@@ -703,15 +715,15 @@ impl Hub {
     }
 }
 
-/// Above this many followed rooms, the reader pauses [`COALESCE`] after a read that found
-/// entries.
-const MANY_STREAMS: usize = 64;
+/// How often the reader reads every followed room, poked or not: a safety net for pokes
+/// lost to the wake stream's length cap.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// See [`MANY_STREAMS`]: the latency added to spare Redis re-scanning every stream per entry.
-const COALESCE: Duration = Duration::from_millis(1);
-
-/// The reader of a replicated node: one blocking XREAD over the logs of every room this node
-/// follows (and its wake stream), applying new entries in order, until shutdown.
+/// The reader of a replicated node, until shutdown. It blocks on the node's wake stream,
+/// where every append to a room this node follows leaves the room's log key, then reads
+/// just those logs from where this node's copies are and applies the new entries in order.
+/// Redis's work per read is thus proportional to the rooms with news, not to all the rooms
+/// the node follows; once a second every followed room is read anyway.
 pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
     let mut conn = loop {
         match cluster.reader_connection().await {
@@ -725,66 +737,93 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
             }
         }
     };
+    // From the start of the wake stream: a few stale pokes cost a read, a missed one a wait.
     let mut wake = (cluster.wake_key(), "0-0".to_owned());
+    // Log keys to read without waiting: poked, or cut off at READ_COUNT last time.
+    let mut dirty: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut last_sweep = Instant::now();
     loop {
         if wake.0 != cluster.wake_key() {
             wake = (cluster.wake_key(), "0-0".to_owned());
+            dirty.clear();
         }
-        let followed = hub.followed();
-        let mut streams = Vec::with_capacity(followed.len() + 1);
-        streams.push(wake.clone());
-        let mut cells = HashMap::with_capacity(followed.len());
-        for (cell, last) in followed {
+        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        let block = (dirty.is_empty() && !sweep).then_some(cluster::READ_BLOCK_MS);
+        let poked = tokio::select! {
+            () = shutdown.cancelled() => return,
+            poked = cluster.read_wake(&mut conn, &wake.0, &wake.1, block) => poked,
+        };
+        match poked {
+            Ok((last, keys)) => {
+                if let Some(last) = last {
+                    wake.1 = last;
+                }
+                dirty.extend(keys);
+            }
+            Err(err) => {
+                tracing::debug!(%err, "wake read failed; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            }
+        }
+        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        if sweep {
+            last_sweep = Instant::now();
+        }
+        let mut streams = Vec::new();
+        let mut cells = HashMap::new();
+        for (cell, last) in hub.followed() {
             let key = cluster::log_key(&cell.name);
-            streams.push((key.clone(), last.to_string()));
-            cells.insert(key, cell);
+            if sweep || dirty.contains(&key) {
+                streams.push((key.clone(), last.to_string()));
+                cells.insert(key, cell);
+            }
+        }
+        dirty.clear();
+        if streams.is_empty() {
+            continue;
         }
         let read = tokio::select! {
             () = shutdown.cancelled() => return,
             read = cluster.read(&mut conn, &streams) => read,
         };
-        match read {
-            Ok(keys) => {
-                // One XREAD costs Redis work for every stream it names. With many rooms,
-                // wait a moment after a busy read so the next one collects more entries per
-                // call instead of spinning on one entry at a time.
-                let busy = !keys.is_empty();
-                for (key, entries) in keys {
-                    if key == wake.0 {
-                        if let Some(last) = entries.last() {
-                            wake.1 = last.id.to_string();
-                        }
-                        continue;
-                    }
-                    let Some(cell) = cells.get(&key) else {
-                        continue;
-                    };
-                    let mut state = cell.state.lock();
-                    if state.closed {
-                        continue;
-                    }
-                    let mut missed = false;
-                    for entry in entries {
-                        if hub.apply(cluster, &cell.name, &mut state, entry).is_err() {
-                            missed = true;
-                            break;
-                        }
-                    }
-                    drop(state);
-                    if missed {
-                        hub.resync(cell);
-                    }
-                }
-                if busy && streams.len() > MANY_STREAMS {
-                    tokio::time::sleep(COALESCE).await;
-                }
-            }
+        let keys = match read {
+            Ok(keys) => keys,
             Err(err) => {
                 tracing::debug!(%err, "log read failed; retrying");
+                // Read them again next time.
+                dirty.extend(streams.into_iter().map(|(key, _)| key));
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
+                continue;
+            }
+        };
+        for (key, entries) in keys {
+            let Some(cell) = cells.get(&key) else {
+                continue;
+            };
+            if entries.len() >= cluster::READ_COUNT {
+                dirty.insert(key.clone());
+            }
+            let mut state = cell.state.lock();
+            if state.closed {
+                continue;
+            }
+            let mut missed = false;
+            for entry in entries {
+                if hub.apply(cluster, &cell.name, &mut state, entry).is_err() {
+                    missed = true;
+                    break;
+                }
+            }
+            drop(state);
+            if missed {
+                hub.resync(cell);
             }
         }
     }
@@ -834,8 +873,12 @@ pub async fn look_after(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
             continue;
         }
         cluster.flush_pending_leaves().await;
+        let cells: Vec<Arc<RoomCell>> = hub.followed().into_iter().map(|(c, _)| c).collect();
+        let names: Vec<Arc<str>> = cells.iter().map(|c| c.name.clone()).collect();
+        if let Err(err) = cluster.refollow(&names).await {
+            tracing::debug!(%err, "refreshing followed rooms failed");
+        }
         if cluster.may_judge() {
-            let cells: Vec<Arc<RoomCell>> = hub.followed().into_iter().map(|(c, _)| c).collect();
             if let Err(err) = hub.reap(cluster, &cells).await {
                 tracing::debug!(%err, "checking for dead nodes failed");
             }
