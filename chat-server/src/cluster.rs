@@ -48,9 +48,6 @@ pub const READ_BLOCK_MS: usize = 1000;
 /// Most entries one XREAD returns per stream.
 pub const READ_COUNT: usize = 512;
 
-/// Most pokes read at once.
-const WAKE_COUNT: usize = 4096;
-
 /// How long a reap claim holds before another node may retry it.
 const REAP_CLAIM_MS: u64 = 10_000;
 
@@ -223,6 +220,17 @@ pub struct Snapshot {
 
 /// A heartbeat's answers: SET, the epoch, Redis's TIME, the node counter.
 type Heartbeat = (Value, Option<String>, (u64, u64), Option<u64>);
+
+/// What one [`Cluster::read`] found.
+#[derive(Default)]
+pub struct Read {
+    /// The id of the last poke read, if any.
+    pub wake_last: Option<String>,
+    /// Log keys poked.
+    pub poked: Vec<String>,
+    /// New entries per log key read.
+    pub logs: Vec<(String, Vec<LogEntry>)>,
+}
 
 /// Why a Redis operation could not be done now.
 #[derive(Debug)]
@@ -699,35 +707,46 @@ impl Cluster {
         .await
     }
 
-    /// Waits (at most `block_ms`, or not at all) for pokes on this node's wake stream after
-    /// `after`; returns the last id read and the log keys poked.
-    pub async fn read_wake(
+    /// One XREAD of this node's wake stream (after `wake.1`) and of `logs` (key, last id
+    /// seen), waiting at most `block_ms` for anything new (or not at all). Returns the last
+    /// wake id read, the log keys poked, and the new entries per log. One call is atomic, so
+    /// the pokes it returns for a log it also read are covered by that log's entries.
+    pub async fn read(
         &self,
         conn: &mut ConnectionManager,
-        key: &str,
-        after: &str,
+        wake: (&str, &str),
+        logs: &[(String, String)],
         block_ms: Option<usize>,
-    ) -> Result<(Option<String>, Vec<String>), Unavailable> {
-        let mut options = StreamReadOptions::default().count(WAKE_COUNT);
+    ) -> Result<Read, Unavailable> {
+        let mut keys: Vec<&str> = vec![wake.0];
+        let mut ids: Vec<&str> = vec![wake.1];
+        for (key, id) in logs {
+            keys.push(key);
+            ids.push(id);
+        }
+        let mut options = StreamReadOptions::default().count(READ_COUNT);
         if let Some(ms) = block_ms {
             options = options.block(ms);
         }
-        let reply: Option<StreamReadReply> = conn.xread_options(&[key], &[after], &options).await?;
-        let ids: Vec<StreamId> = reply
-            .map(|r| r.keys)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|k| k.ids)
-            .collect();
-        let last = ids.last().map(|e| e.id.clone());
-        let keys = ids
-            .into_iter()
-            .filter_map(|e| match e.map.get("k") {
-                Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
-                _ => None,
-            })
-            .collect();
-        Ok((last, keys))
+        let reply: Option<StreamReadReply> = conn.xread_options(&keys, &ids, &options).await?;
+        let mut read = Read::default();
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            if stream.key == wake.0 {
+                read.wake_last = stream.ids.last().map(|e| e.id.clone());
+                read.poked = stream
+                    .ids
+                    .into_iter()
+                    .filter_map(|e| match e.map.get("k") {
+                        Some(Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+                        _ => None,
+                    })
+                    .collect();
+            } else {
+                let entries = stream.ids.into_iter().map(decode).collect();
+                read.logs.push((stream.key, entries));
+            }
+        }
+        Ok(read)
     }
 
     /// This node's wake stream.
@@ -879,25 +898,6 @@ impl Cluster {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
-    }
-
-    /// One read over the given streams (key, last id seen): new entries per key (at most
-    /// [`READ_COUNT`] each).
-    pub async fn read(
-        &self,
-        conn: &mut ConnectionManager,
-        streams: &[(String, String)],
-    ) -> Result<Vec<(String, Vec<LogEntry>)>, Unavailable> {
-        let keys: Vec<&str> = streams.iter().map(|(k, _)| k.as_str()).collect();
-        let ids: Vec<&str> = streams.iter().map(|(_, id)| id.as_str()).collect();
-        let options = StreamReadOptions::default().count(READ_COUNT);
-        let reply: Option<StreamReadReply> = conn.xread_options(&keys, &ids, &options).await?;
-        Ok(reply
-            .map(|r| r.keys)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|k| (k.key, k.ids.into_iter().map(decode).collect()))
-            .collect())
     }
 }
 

@@ -719,11 +719,17 @@ impl Hub {
 /// lost to the wake stream's length cap.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// The reader of a replicated node, until shutdown. It blocks on the node's wake stream,
-/// where every append to a room this node follows leaves the room's log key, then reads
-/// just those logs from where this node's copies are and applies the new entries in order.
-/// Redis's work per read is thus proportional to the rooms with news, not to all the rooms
-/// the node follows; once a second every followed room is read anyway.
+/// Rooms that had news lately, read in the same blocking call as the wake stream so that a
+/// busy room's entries arrive in one round trip.
+const HOT_ROOMS: usize = 16;
+
+/// The reader of a replicated node, until shutdown.
+///
+/// Every append to a room this node follows leaves the room's log key on the node's wake
+/// stream. The reader blocks on that stream plus the few rooms that had news lately (their
+/// entries come back in the same call), then reads the other poked rooms without blocking,
+/// and applies new entries in order. Redis's work per read is thus proportional to the rooms
+/// with news, not to every room the node follows; once a second every room is read anyway.
 pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
     let mut conn = loop {
         match cluster.reader_connection().await {
@@ -741,61 +747,49 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
     let mut wake = (cluster.wake_key(), "0-0".to_owned());
     // Log keys to read without waiting: poked, or cut off at READ_COUNT last time.
     let mut dirty: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut hot: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut last_sweep = Instant::now();
     loop {
         if wake.0 != cluster.wake_key() {
             wake = (cluster.wake_key(), "0-0".to_owned());
             dirty.clear();
-        }
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
-        let block = (dirty.is_empty() && !sweep).then_some(cluster::READ_BLOCK_MS);
-        let poked = tokio::select! {
-            () = shutdown.cancelled() => return,
-            poked = cluster.read_wake(&mut conn, &wake.0, &wake.1, block) => poked,
-        };
-        match poked {
-            Ok((last, keys)) => {
-                if let Some(last) = last {
-                    wake.1 = last;
-                }
-                dirty.extend(keys);
-            }
-            Err(err) => {
-                tracing::debug!(%err, "wake read failed; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-                continue;
-            }
+            hot.clear();
         }
         let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
         if sweep {
             last_sweep = Instant::now();
         }
-        let mut streams = Vec::new();
+        // This round reads: everything on a sweep; else what is dirty (without waiting) or
+        // the hot rooms (waiting for news on them or a poke).
+        let followed = hub.followed();
+        let block = (!sweep && dirty.is_empty()).then_some(cluster::READ_BLOCK_MS);
+        let mut logs = Vec::new();
         let mut cells = HashMap::new();
-        for (cell, last) in hub.followed() {
+        for (cell, last) in followed {
             let key = cluster::log_key(&cell.name);
-            if sweep || dirty.contains(&key) {
-                streams.push((key.clone(), last.to_string()));
+            let wanted = if sweep {
+                true
+            } else if block.is_some() {
+                hot.contains(&key)
+            } else {
+                dirty.contains(&key)
+            };
+            if wanted {
+                logs.push((key.clone(), last.to_string()));
                 cells.insert(key, cell);
             }
         }
         dirty.clear();
-        if streams.is_empty() {
-            continue;
-        }
         let read = tokio::select! {
             () = shutdown.cancelled() => return,
-            read = cluster.read(&mut conn, &streams) => read,
+            read = cluster.read(&mut conn, (&wake.0, &wake.1), &logs, block) => read,
         };
-        let keys = match read {
-            Ok(keys) => keys,
+        let read = match read {
+            Ok(read) => read,
             Err(err) => {
                 tracing::debug!(%err, "log read failed; retrying");
                 // Read them again next time.
-                dirty.extend(streams.into_iter().map(|(key, _)| key));
+                dirty.extend(logs.into_iter().map(|(key, _)| key));
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
@@ -803,12 +797,26 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
                 continue;
             }
         };
-        for (key, entries) in keys {
+        if let Some(last) = read.wake_last {
+            wake.1 = last;
+        }
+        // A poke for a log read in the same call is covered by what that call returned.
+        dirty.extend(
+            read.poked
+                .into_iter()
+                .filter(|key| !cells.contains_key(key)),
+        );
+        for (key, entries) in read.logs {
             let Some(cell) = cells.get(&key) else {
                 continue;
             };
             if entries.len() >= cluster::READ_COUNT {
                 dirty.insert(key.clone());
+            }
+            if !entries.is_empty() {
+                hot.retain(|k| k != &key);
+                hot.push_front(key.clone());
+                hot.truncate(HOT_ROOMS);
             }
             let mut state = cell.state.lock();
             if state.closed {
