@@ -362,7 +362,30 @@ impl Cluster {
             queued: Mutex::new(Some(queued)),
         };
         cluster.register().await?;
+        cluster.check_eviction().await;
         Ok(cluster)
+    }
+
+    /// Warns when Redis may evict keys: an evicted log or snapshot restarts its room.
+    async fn check_eviction(&self) {
+        let mut cmd = self.cmd.clone();
+        let policy: Result<Vec<String>, Unavailable> = bounded(
+            redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("maxmemory-policy")
+                .query_async(&mut cmd),
+        )
+        .await;
+        // CONFIG may be renamed or forbidden; then there is nothing to check.
+        if let Ok(policy) = policy {
+            if let Some(policy) = policy.get(1).filter(|p| p.as_str() != "noeviction") {
+                tracing::warn!(
+                    %policy,
+                    "Redis may evict keys (maxmemory-policy is not noeviction): an evicted \
+                     room log or snapshot makes that room start afresh"
+                );
+            }
+        }
     }
 
     /// Takes a new node number and joins (or starts) the current epoch.
