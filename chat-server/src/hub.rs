@@ -867,12 +867,15 @@ pub async fn keep_alive(hub: &Hub, cluster: &Arc<Cluster>, stop: &CancellationTo
     }
 }
 
+/// Every how many upkeep ticks the node re-marks itself as following its rooms.
+const REFOLLOW_TICKS: u64 = 8;
+
 /// A replicated node's upkeep, as often as its heartbeat: appends the leaves kept during an
 /// outage and announces that members of dead nodes left.
 pub async fn look_after(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &CancellationToken) {
     let mut ticks = tokio::time::interval(cluster.heartbeat_every());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for tick in 0u64.. {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
@@ -882,9 +885,12 @@ pub async fn look_after(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
         }
         cluster.flush_pending_leaves().await;
         let cells: Vec<Arc<RoomCell>> = hub.followed().into_iter().map(|(c, _)| c).collect();
-        let names: Vec<Arc<str>> = cells.iter().map(|c| c.name.clone()).collect();
-        if let Err(err) = cluster.refollow(&names).await {
-            tracing::debug!(%err, "refreshing followed rooms failed");
+        // Rarely needed (a drop and a new follow that raced), so not every tick.
+        if tick % REFOLLOW_TICKS == 0 {
+            let names: Vec<Arc<str>> = cells.iter().map(|c| c.name.clone()).collect();
+            if let Err(err) = cluster.refollow(&names).await {
+                tracing::debug!(%err, "refreshing followed rooms failed");
+            }
         }
         if cluster.may_judge() {
             if let Err(err) = hub.reap(cluster, &cells).await {
