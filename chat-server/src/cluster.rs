@@ -74,7 +74,8 @@ return 1
 /// Appends inputs to room logs: `KEYS` are quadruples (log, counter, snapshot, followers)
 /// and `ARGV[3..]` one entry body per quadruple. Then pokes every node following each room
 /// (`chat:wake:{N}` gets the log's key), so a node's reader blocks on its own wake stream
-/// alone, however many rooms it follows. Each entry gets `n`, the room's count of entries so far, so a node can tell
+/// alone, however many rooms it follows. Followers without a heartbeat are dropped from the
+/// set instead (a live one re-adds itself). Each entry gets `n`, the room's count of entries so far, so a node can tell
 /// that it missed some (trimmed away while it lagged, or lost with Redis's data). Refuses
 /// everything (-1) unless the epoch is `ARGV[2]` (a node that has not noticed that Redis lost
 /// its data must not write into the new epoch), and (0) if Redis's clock is past `ARGV[1]` ms
@@ -96,7 +97,11 @@ for i = 1, #KEYS, 4 do
 end
 for log, followers in pairs(poked) do
   for _, node in ipairs(redis.call('SMEMBERS', followers)) do
-    redis.call('XADD', 'chat:wake:' .. node, 'MAXLEN', '~', 4096, '*', 'k', log)
+    if redis.call('EXISTS', 'chat:node:' .. node) == 1 then
+      redis.call('XADD', 'chat:wake:' .. node, 'MAXLEN', '~', 4096, '*', 'k', log)
+    else
+      redis.call('SREM', followers, node)
+    end
   end
 end
 return 1

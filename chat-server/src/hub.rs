@@ -53,7 +53,7 @@ const PING_FRAME: &[u8] = &[0x89, 0x00];
 
 /// All rooms of this process.
 pub struct Hub {
-    rooms: Mutex<HashMap<Arc<str>, Arc<RoomCell>>>,
+    rooms: Arc<Mutex<HashMap<Arc<str>, Arc<RoomCell>>>>,
     config: RoomConfig,
     max_rooms: usize,
     metrics: Arc<Metrics>,
@@ -112,7 +112,7 @@ impl Hub {
         cluster: Option<Arc<Cluster>>,
     ) -> Hub {
         Hub {
-            rooms: Mutex::new(HashMap::new()),
+            rooms: Arc::new(Mutex::new(HashMap::new())),
             config,
             max_rooms,
             metrics,
@@ -536,8 +536,14 @@ impl Hub {
     /// follows it again meanwhile is repaired by [`look_after`]'s refollow).
     fn unfollow(&self, room: &Arc<str>) {
         if let Some(cluster) = &self.cluster {
-            let (cluster, room) = (cluster.clone(), room.clone());
-            tokio::spawn(async move { cluster.unfollow(&room).await });
+            let (cluster, room, rooms) = (cluster.clone(), room.clone(), self.rooms.clone());
+            tokio::spawn(async move {
+                cluster.unfollow(&room).await;
+                // Followed again meanwhile (a join right after the drop): undo the removal.
+                if rooms.lock().contains_key(&room) {
+                    let _ = cluster.refollow(std::slice::from_ref(&room)).await;
+                }
+            });
         }
     }
 
@@ -755,14 +761,18 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
             dirty.clear();
             hot.clear();
         }
-        let sweep = last_sweep.elapsed() >= SWEEP_EVERY;
+        let since_sweep = last_sweep.elapsed();
+        let sweep = since_sweep >= SWEEP_EVERY;
         if sweep {
             last_sweep = Instant::now();
         }
         // This round reads: everything on a sweep; else what is dirty (without waiting) or
-        // the hot rooms (waiting for news on them or a poke).
+        // the hot rooms (waiting for news on them or a poke, at most until the next sweep).
         let followed = hub.followed();
-        let block = (!sweep && dirty.is_empty()).then_some(cluster::READ_BLOCK_MS);
+        let until_sweep = SWEEP_EVERY.saturating_sub(since_sweep).as_millis().max(1);
+        let block = (!sweep && dirty.is_empty()).then(|| {
+            cluster::READ_BLOCK_MS.min(usize::try_from(until_sweep).unwrap_or(usize::MAX))
+        });
         let mut logs = Vec::new();
         let mut cells = HashMap::new();
         for (cell, last) in followed {
@@ -890,6 +900,12 @@ pub async fn look_after(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellati
             let names: Vec<Arc<str>> = cells.iter().map(|c| c.name.clone()).collect();
             if let Err(err) = cluster.refollow(&names).await {
                 tracing::debug!(%err, "refreshing followed rooms failed");
+            }
+            // Dropped while that was on its way: do not stay listed.
+            for name in names {
+                if !hub.rooms.lock().contains_key(&name) {
+                    cluster.unfollow(&name).await;
+                }
             }
         }
         if cluster.may_judge() {
