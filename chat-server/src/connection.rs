@@ -71,20 +71,16 @@ impl Control {
     /// read meanwhile) instead of filling the node's queue for everyone. `false` if the
     /// connection is closing.
     pub async fn start_append(&self, max: u32) -> bool {
-        loop {
-            let notified = self.notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.reason.get().is_some() {
-                return false;
-            }
-            // Only the connection's own task takes slots, so this check cannot race.
-            if self.appending.load(Ordering::Acquire) < max {
-                self.appending.fetch_add(1, Ordering::AcqRel);
-                return true;
-            }
-            notified.await;
+        self.wait_until(|| {
+            self.reason.get().is_some() || self.appending.load(Ordering::Acquire) < max
+        })
+        .await;
+        if self.reason.get().is_some() {
+            return false;
         }
+        // Only the connection's own task takes slots, so the slot seen free is still free.
+        self.appending.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// Gives a slot back once its message was appended (or refused).
@@ -106,12 +102,18 @@ impl Control {
 
     /// Resolves once [`close`](Self::close) was called.
     async fn closing(&self) {
+        self.wait_until(|| self.reason.get().is_some()).await;
+    }
+
+    /// Resolves once `ready()` holds, re-checking whenever `notify` fires (a close or a
+    /// slot given back).
+    async fn wait_until(&self, ready: impl Fn() -> bool) {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
-            // Registered before the check, so a close in between still wakes us.
+            // Registered before the check, so a change in between still wakes us.
             notified.as_mut().enable();
-            if self.reason.get().is_some() {
+            if ready() {
                 return;
             }
             notified.await;
