@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use chat_core::{ConnId, RoomSnapshot};
 
 use crate::connection::Control;
+use crate::wire::unix_ms;
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
@@ -146,13 +147,6 @@ impl EntryId {
     }
 }
 
-impl EntryId {
-    /// `ms-seq`, or `0-0` (before every entry) if it is not one.
-    pub fn parse_or_zero(id: &str) -> EntryId {
-        EntryId::parse(id).unwrap_or_default()
-    }
-}
-
 impl std::fmt::Display for EntryId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
@@ -235,6 +229,13 @@ pub struct Read {
     pub poked: Vec<String>,
     /// New entries per log key read.
     pub logs: Vec<(String, Vec<LogEntry>)>,
+}
+
+impl Snapshot {
+    /// The last entry the snapshot includes (`0-0`, before every entry, if unreadable).
+    pub fn last(&self) -> EntryId {
+        EntryId::parse(&self.id).unwrap_or_default()
+    }
 }
 
 /// Why a Redis operation could not be done now.
@@ -519,20 +520,27 @@ impl Cluster {
         let _: RedisResult<()> = cmd.del(format!("chat:node:{}", self.node())).await;
     }
 
-    /// Appends an input of this node's connection `conn`. A connection of an earlier
-    /// incarnation (before Redis lost its data) is refused: its id may belong to someone
-    /// else now.
+    /// `Err` for a connection of an earlier incarnation (before Redis lost its data): its id
+    /// may belong to someone else now, so it must not write.
+    fn own(&self, conn: ConnId) -> Result<(), Unavailable> {
+        if node_of(conn) == self.node() {
+            Ok(())
+        } else {
+            Err(Unavailable(
+                "connection from before Redis lost its data".into(),
+            ))
+        }
+    }
+
+    /// Appends an input of this node's connection `conn` (refused for an earlier
+    /// incarnation's, see [`own`](Self::own)).
     pub async fn append_own(
         &self,
         room: &str,
         conn: ConnId,
         input: LogInput,
     ) -> Result<(), Unavailable> {
-        if node_of(conn) != self.node() {
-            return Err(Unavailable(
-                "connection from before Redis lost its data".into(),
-            ));
-        }
+        self.own(conn)?;
         self.append_entries(&[(room, &input)], self.deadline())
             .await
     }
@@ -563,11 +571,7 @@ impl Cluster {
         input: LogInput,
         control: Option<Arc<Control>>,
     ) -> Result<(), Unavailable> {
-        if node_of(conn) != self.node() {
-            return Err(Unavailable(
-                "connection from before Redis lost its data".into(),
-            ));
-        }
+        self.own(conn)?;
         self.queue
             .try_send(Submission {
                 room,
@@ -828,7 +832,7 @@ impl Cluster {
                     continue;
                 }
             };
-            let after = EntryId::parse(&snapshot.id).unwrap_or_default();
+            let after = snapshot.last();
             let entries: Vec<LogEntry> = range
                 .ids
                 .into_iter()
@@ -941,11 +945,6 @@ async fn bounded<T>(
         Ok(result) => Ok(result?),
         Err(_) => Err(Unavailable("no answer from Redis in time".into())),
     }
-}
-
-/// Milliseconds since the Unix epoch on this machine.
-fn unix_ms() -> u64 {
-    crate::wire::unix_ms()
 }
 
 /// Reads one stream entry; an unreadable one becomes an entry without input.

@@ -83,6 +83,19 @@ struct RoomState {
     log: Option<LogPosition>,
 }
 
+impl RoomCell {
+    /// Gives up this copy of the room (it is no longer in the hub): closes its clients and
+    /// joiners with 1012 and `reason`, so they reconnect to a fresh copy.
+    fn abandon(&self, reason: &'static str) {
+        let mut state = self.state.lock();
+        state.closed = true;
+        let state = &mut *state;
+        for (_, peer) in state.peers.drain().chain(state.joining.drain()) {
+            peer.control.close(CloseCode::Restart, reason);
+        }
+    }
+}
+
 /// The last log entry applied to a room copy, and how many have been.
 #[derive(Clone, Copy)]
 struct LogPosition {
@@ -303,6 +316,7 @@ impl Hub {
         let config = self.config.clone();
         let fresh = move || Room::new(config.clone(), rand::random()).snapshot();
         let (snapshot, entries) = cluster.load(&cell.name, fresh).await?;
+        let last = snapshot.last();
         let room = Room::restore(snapshot.room)
             .map_err(|e| Unavailable(format!("room {}: bad snapshot: {e}", cell.name)))?;
         {
@@ -312,7 +326,7 @@ impl Hub {
             }
             state.room = room;
             state.log = Some(LogPosition {
-                last: EntryId::parse_or_zero(&snapshot.id),
+                last,
                 applied: snapshot.applied,
             });
             for entry in entries {
@@ -434,13 +448,7 @@ impl Hub {
                 self.unfollow(&cell.name);
             }
         }
-        let mut state = cell.state.lock();
-        state.closed = true;
-        let state = &mut *state;
-        for (_, peer) in state.peers.drain().chain(state.joining.drain()) {
-            peer.control
-                .close(CloseCode::Restart, "room resynchronizing; reconnect");
-        }
+        cell.abandon("room resynchronizing; reconnect");
     }
 
     /// A member's text frame.
@@ -568,12 +576,7 @@ impl Hub {
             cells
         };
         for cell in cells {
-            let mut state = cell.state.lock();
-            state.closed = true;
-            let state = &mut *state;
-            for (_, peer) in state.peers.drain().chain(state.joining.drain()) {
-                peer.control.close(CloseCode::Restart, "service restart");
-            }
+            cell.abandon("service restart");
         }
     }
 
