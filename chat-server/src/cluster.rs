@@ -314,6 +314,11 @@ fn count_key(room: &str) -> String {
     format!("chat:room:{room}:n")
 }
 
+/// The room whose log `key` is (`None` for any other key).
+pub fn room_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix("chat:room:")?.strip_suffix(":log")
+}
+
 /// The stream key of a room's log.
 pub fn log_key(room: &str) -> String {
     format!("chat:room:{room}:log")
@@ -981,6 +986,12 @@ fn decode(entry: StreamId) -> LogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_come_back_from_log_keys() {
+        assert_eq!(room_of_key(&log_key("lobby")), Some("lobby"));
+        assert_eq!(room_of_key("chat:wake:3"), None);
+    }
 
     #[test]
     fn entry_ids_order_numerically() {

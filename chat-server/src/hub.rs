@@ -84,6 +84,12 @@ struct RoomState {
 }
 
 impl RoomCell {
+    /// The cell with the last log entry it applied, if it is loaded.
+    fn position(self: Arc<Self>) -> Option<(Arc<RoomCell>, EntryId)> {
+        let last = self.state.lock().log.map(|p| p.last)?;
+        Some((self, last))
+    }
+
     /// Gives up this copy of the room (it is no longer in the hub): closes its clients and
     /// joiners with 1012 and `reason`, so they reconnect to a fresh copy.
     fn abandon(&self, reason: &'static str) {
@@ -558,13 +564,7 @@ impl Hub {
     /// Every room this node follows, with its log key and position.
     fn followed(&self) -> Vec<(Arc<RoomCell>, EntryId)> {
         let cells: Vec<Arc<RoomCell>> = self.rooms.lock().values().cloned().collect();
-        cells
-            .into_iter()
-            .filter_map(|cell| {
-                let last = cell.state.lock().log.map(|p| p.last)?;
-                Some((cell, last))
-            })
-            .collect()
+        cells.into_iter().filter_map(RoomCell::position).collect()
     }
 
     /// Redis lost its data: every room starts afresh, and every client is told to reconnect.
@@ -771,26 +771,29 @@ pub async fn read_logs(hub: &Hub, cluster: &Arc<Cluster>, shutdown: &Cancellatio
         }
         // This round reads: everything on a sweep; else what is dirty (without waiting) or
         // the hot rooms (waiting for news on them or a poke, at most until the next sweep).
-        let followed = hub.followed();
         let until_sweep = SWEEP_EVERY.saturating_sub(since_sweep).as_millis().max(1);
         let block = (!sweep && dirty.is_empty()).then(|| {
             cluster::READ_BLOCK_MS.min(usize::try_from(until_sweep).unwrap_or(usize::MAX))
         });
-        let mut logs = Vec::new();
-        let mut cells = HashMap::new();
-        for (cell, last) in followed {
-            let key = cluster::log_key(&cell.name);
-            let wanted = if sweep {
-                true
-            } else if block.is_some() {
-                hot.contains(&key)
+        // Only a sweep walks every followed room; other rounds look up just their keys.
+        let wanted = if sweep {
+            hub.followed()
+        } else {
+            let keys: Vec<&String> = if block.is_some() {
+                hot.iter().collect()
             } else {
-                dirty.contains(&key)
+                dirty.iter().collect()
             };
-            if wanted {
-                logs.push((key.clone(), last.to_string()));
-                cells.insert(key, cell);
-            }
+            keys.into_iter()
+                .filter_map(|key| hub.followed_cell(cluster::room_of_key(key)?)?.position())
+                .collect()
+        };
+        let mut logs = Vec::with_capacity(wanted.len());
+        let mut cells = HashMap::with_capacity(wanted.len());
+        for (cell, last) in wanted {
+            let key = cluster::log_key(&cell.name);
+            logs.push((key.clone(), last.to_string()));
+            cells.insert(key, cell);
         }
         dirty.clear();
         let read = tokio::select! {
